@@ -1,0 +1,1 @@
+"""charserve: character-level models served over HTTP with ONNX Runtime (no torch here)."""

@@ -1,0 +1,113 @@
+"""Model artifacts: read a manifest, check every file against it, open one ORT session per graph.
+
+Any problem raises ArtifactError naming the file, so a broken artifact stops start-up with a
+message a person can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+from pydantic import BaseModel, ValidationError
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(RuntimeError):
+    pass
+
+
+class TensorSpec(BaseModel):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class GraphSpec(BaseModel):
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class Manifest(BaseModel):
+    """The fields every model's manifest has; model-specific ones stay in `extra`."""
+
+    model_config = {"extra": "allow"}
+
+    name: str
+    version: str
+    created: str
+    vocab: list[str]
+    special_tokens: dict[str, int]
+    limits: dict[str, int]
+    graphs: dict[str, GraphSpec]
+    files: dict[str, str]
+    quality: dict[str, Any] = {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(folder: Path) -> Manifest:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: manifest missing")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ArtifactError(f"{path}: not a valid manifest: {exc}") from exc
+    for name, expected in manifest.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing (listed in {path})")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{file}: sha256 does not match {path}; the file is corrupt or from another export")
+    for graph in manifest.graphs.values():
+        if graph.file not in manifest.files:
+            raise ArtifactError(f"{folder / graph.file}: graph file has no checksum in {path}")
+    return manifest
+
+
+def select_providers(setting: str) -> list[str]:
+    available = ort.get_available_providers()
+    if setting == "cpu":
+        return ["CPUExecutionProvider"]
+    if setting == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ArtifactError(f"CHARSERVE_PROVIDERS=cuda but ONNX Runtime offers only {available}")
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def open_session(folder: Path, graph: GraphSpec, settings: Settings) -> ort.InferenceSession:
+    """One session for one graph; its input and output names must be the manifest's."""
+    path = folder / graph.file
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=select_providers(settings.providers))
+    except ArtifactError:
+        raise
+    except Exception as exc:  # ORT raises its own exception types for a bad graph
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {exc}") from exc
+    for kind, declared, actual in (
+        ("inputs", graph.inputs, session.get_inputs()),
+        ("outputs", graph.outputs, session.get_outputs()),
+    ):
+        names, expected = [t.name for t in actual], [t.name for t in declared]
+        if names != expected:
+            raise ArtifactError(f"{path}: graph {kind} {names} differ from the manifest's {expected}")
+    log.info("loaded %s on %s", path, session.get_providers()[0])
+    return session

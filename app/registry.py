@@ -1,0 +1,33 @@
+"""The loaded models and whether the service is ready to answer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from app.settings import Settings
+from app.speller import Speller
+
+log = logging.getLogger(__name__)
+
+LOADERS = {"speller": Speller}
+
+
+@dataclass
+class ModelRegistry:
+    models: dict[str, Speller] = field(default_factory=dict)
+    ready: bool = False
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelRegistry:
+        """Load, verify and warm every configured model; any broken artifact raises ArtifactError."""
+        registry = cls()
+        for name in settings.models:
+            if name not in LOADERS:
+                raise ValueError(f"unknown model {name!r} in CHARSERVE_MODELS; known: {sorted(LOADERS)}")
+            model = LOADERS[name](settings.models_dir / name, settings)
+            model.warm_up()
+            registry.models[name] = model
+            log.info("model %s %s ready on %s", name, model.version, model.provider)
+        registry.ready = True
+        return registry

@@ -1,0 +1,100 @@
+"""Request and response bodies, with the examples shown in the OpenAPI docs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+
+class TextsRequest(BaseModel):
+    """One text or a list of texts; exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | None = Field(None, description="a single text")
+    texts: list[StrictStr] | None = Field(None, min_length=1, description="several texts, answered in the same order")
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> TextsRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError('give exactly one of "text" or "texts"')
+        for i, text in enumerate(self.items()):
+            if not text.strip():
+                raise ValueError(f"text {i} is empty or blank")
+        return self
+
+    def items(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class CorrectRequest(TextsRequest):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"text": "Ths sentense has erors"}, {"texts": ["recieve the pakage", "Definately"]}]
+        },
+    )
+
+
+class Correction(BaseModel):
+    start: int = Field(description="offset of the first character of the word in the input text")
+    end: int = Field(description="offset just past the word")
+    original: str
+    suggestion: str
+
+
+class CorrectResult(BaseModel):
+    text: str = Field(description="the input with every correction applied")
+    corrections: list[Correction]
+
+
+class CorrectResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "text": "This sentence has errors",
+                            "corrections": [
+                                {"start": 0, "end": 3, "original": "Ths", "suggestion": "This"},
+                                {"start": 4, "end": 12, "original": "sentense", "suggestion": "sentence"},
+                                {"start": 17, "end": 22, "original": "erors", "suggestion": "errors"},
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    results: list[CorrectResult]
+
+
+class ModelStatus(BaseModel):
+    name: str
+    version: str
+    provider: str = Field(description="the ONNX Runtime execution provider in use")
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "models": [{"name": "speller", "version": "1.0.0", "provider": "CPUExecutionProvider"}],
+                }
+            ]
+        }
+    )
+
+    status: str
+    models: list[ModelStatus]
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list = Field(description="what is wrong with the request")

@@ -1,0 +1,45 @@
+"""A dictionary as a character trie in two numpy tables, for constrained greedy decoding in batches.
+
+Each decoding step looks up the allowed next tokens of every sequence at once (`allowed[nodes]`)
+and moves every sequence to its child at once (`children[nodes, tokens]`): no per-sequence Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+ROOT = 0
+
+
+class DictionaryTrie:
+    def __init__(self, words: Iterable[str], char_ids: dict[str, int], vocab_size: int, eos_id: int) -> None:
+        rows: list[list[int]] = [[-1] * vocab_size]
+        terminal = [False]
+        for word in words:
+            if not word or any(ch not in char_ids for ch in word):
+                continue
+            node = ROOT
+            for ch in word:
+                nxt = rows[node][char_ids[ch]]
+                if nxt < 0:
+                    nxt = len(rows)
+                    rows[node][char_ids[ch]] = nxt
+                    rows.append([-1] * vocab_size)
+                    terminal.append(False)
+                node = nxt
+            terminal[node] = True
+        self.children = np.asarray(rows, dtype=np.int32)
+        is_terminal = np.asarray(terminal, dtype=bool)
+        self.allowed = self.children >= 0
+        self.allowed[:, eos_id] = is_terminal  # a word may end only where a dictionary word ends
+        self.eos_id = eos_id
+
+    @property
+    def size(self) -> int:
+        return len(self.children)
+
+    def step(self, nodes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Move each sequence along its chosen token; an ended sequence goes nowhere (stays put)."""
+        return np.where(tokens == self.eos_id, nodes, self.children[nodes, tokens])

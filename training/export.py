@@ -1,0 +1,190 @@
+"""Export a trained model to ONNX with its manifest.
+
+    python -m training.export speller --checkpoint runs/speller/best.pt --out models/speller
+
+
+The manifest is the contract with `app/`: vocabulary, special ids, graph input/output names and
+shapes, limits, data sources, measured quality and the sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from training.speller_data import sha256_file
+from training.speller_model import Speller
+
+OPSET = 17
+
+
+class SpellerEncoder(nn.Module):
+    def __init__(self, model: Speller) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.encode(src, src_len)
+
+
+class SpellerDecoderStep(nn.Module):
+    """One greedy step for a batch: token [B] → logits [B, V], with h and c in and out."""
+
+    def __init__(self, model: Speller) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        token: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        memory: torch.Tensor,
+        keys: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        logits, h, c = self.model.decode(token[:, None], h, c, memory, keys, bias)
+        return logits[:, 0], h, c
+
+
+SPELLER_ENCODER_IO = {
+    "inputs": {"src": (["batch", "src_len"], "int64"), "src_len": (["batch"], "int64")},
+    "outputs": {
+        "memory": (["batch", "src_len", "2*hidden"], "float32"),
+        "keys": (["batch", "src_len", "hidden"], "float32"),
+        "h0": ([1, "batch", "hidden"], "float32"),
+        "c0": ([1, "batch", "hidden"], "float32"),
+    },
+}
+SPELLER_DECODER_IO = {
+    "inputs": {
+        "token": (["batch"], "int64"),
+        "h": ([1, "batch", "hidden"], "float32"),
+        "c": ([1, "batch", "hidden"], "float32"),
+        "memory": (["batch", "src_len", "2*hidden"], "float32"),
+        "keys": (["batch", "src_len", "hidden"], "float32"),
+        "bias": (["batch", "src_len"], "float32"),
+    },
+    "outputs": {
+        "logits": (["batch", "vocab"], "float32"),
+        "h_out": ([1, "batch", "hidden"], "float32"),
+        "c_out": ([1, "batch", "hidden"], "float32"),
+    },
+}
+
+
+def _dynamic_axes(io: dict) -> dict[str, dict[int, str]]:
+    axes = {}
+    for group in ("inputs", "outputs"):
+        for name, (shape, _) in io[group].items():
+            axes[name] = {i: dim for i, dim in enumerate(shape) if dim in ("batch", "src_len")}
+    return axes
+
+
+def _export(module: nn.Module, example: tuple[torch.Tensor, ...], io: dict, path: Path) -> None:
+    torch.onnx.export(
+        module,
+        example,
+        str(path),
+        input_names=list(io["inputs"]),
+        output_names=list(io["outputs"]),
+        dynamic_axes=_dynamic_axes(io),
+        opset_version=OPSET,
+        dynamo=False,  # the legacy exporter fuses each LSTM into one ONNX LSTM node (faster in ORT)
+    )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def _io_spec(io: dict) -> dict:
+    return {
+        group: [{"name": n, "shape": shape, "dtype": dtype} for n, (shape, dtype) in io[group].items()]
+        for group in ("inputs", "outputs")
+    }
+
+
+def load_speller(checkpoint: Path) -> tuple[Speller, dict]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = Speller(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state
+
+
+def export_speller(model: Speller, out: Path) -> dict[str, Path]:
+    """Write encoder.onnx and decoder_step.onnx for `model` into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    src = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
+    src_len = torch.tensor([3, 4])
+    encoder_path, decoder_path = out / "encoder.onnx", out / "decoder_step.onnx"
+    with torch.no_grad():
+        _export(SpellerEncoder(model), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
+        memory, keys, h, c = model.encode(src, src_len)
+        bias = torch.zeros(2, 4)
+        token = torch.tensor([1, 1])
+        _export(SpellerDecoderStep(model), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
+    return {"encoder": encoder_path, "decoder_step": decoder_path}
+
+
+def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
+    model, state = load_speller(checkpoint)
+    run_dir = checkpoint.parent
+    paths = export_speller(model, out)
+    shutil.copyfile(run_dir / "dictionary.txt", out / "dictionary.txt")
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    vocab = state["vocab"]
+    manifest = {
+        "name": "speller",
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "architecture": "character encoder-decoder: forward + reversed LSTM encoder, Luong attention, LSTM decoder",
+        "config": state["config"],
+        "training": {
+            "best_epoch": state["epoch"],
+            "valid": state["valid"],
+            "args": state["args"],
+            "pairs": {k: summary.get(k) for k in ("train_pairs", "valid_pairs", "heldout_pairs")},
+        },
+        "data": summary.get("sources", {}),
+        "vocab": vocab,
+        "special_tokens": {"pad": 0, "sos": 1, "eos": 2, "unk": 3},
+        "limits": {"max_word_len": state["max_len"], "max_decode_steps": state["max_len"] + 1},
+        "graphs": {
+            "encoder": {"file": paths["encoder"].name, **_io_spec(SPELLER_ENCODER_IO)},
+            "decoder_step": {"file": paths["decoder_step"].name, **_io_spec(SPELLER_DECODER_IO)},
+        },
+        "dictionary": "dictionary.txt",
+        "quality": {},
+        "files": {},
+    }
+    previous = out / "manifest.json"
+    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
+        old = json.loads(previous.read_text())
+        if old.get("files", {}).get("encoder.onnx") == sha256_file(paths["encoder"]):
+            manifest["quality"] = old.get("quality", {})
+    manifest["files"] = {
+        name: sha256_file(out / name) for name in ("encoder.onnx", "decoder_step.onnx", "dictionary.txt")
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", choices=["speller"])
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/speller/best.pt"))
+    parser.add_argument("--out", type=Path, default=Path("models/speller"))
+    parser.add_argument("--version", default="1.0.0")
+    args = parser.parse_args(argv)
+    manifest = write_speller_artifact(args.checkpoint, args.out, args.version)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
+
+
+if __name__ == "__main__":
+    main()
