@@ -24,4 +24,8 @@ class Settings(BaseSettings):
     max_pending: int = Field(64, ge=1, description="requests admitted to inference at once; beyond: 503")
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
+    speller_beam_size: int | None = Field(None, ge=1, le=32, description="override the manifest's beam size")
+    speller_prior_weight: float | None = Field(
+        None, ge=0, description="override the manifest's weight of the word-frequency prior"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")

@@ -55,9 +55,17 @@ class Speller:
         dictionary_file = folder / self.manifest.model_extra.get("dictionary", "dictionary.txt")
         if dictionary_file.name not in self.manifest.files:
             raise ArtifactError(f"{dictionary_file}: dictionary has no checksum in {folder / 'manifest.json'}")
-        self.words = frozenset(dictionary_file.read_text().split())
+        counts = [(word, int(count)) for word, count in (line.split("\t") for line in dictionary_file.open())]
+        self.words = frozenset(word for word, _ in counts)
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
-        self.trie = DictionaryTrie(sorted(self.words), char_ids, len(vocab), self.eos_id)
+        self.trie = DictionaryTrie(counts, char_ids, len(vocab), self.eos_id)
+        decoding = self.manifest.model_extra.get("decoding", {})
+        self.beam_size: int = settings.speller_beam_size or decoding.get("beam_size", 1)
+        self.prior_weight: float = (
+            settings.speller_prior_weight
+            if settings.speller_prior_weight is not None
+            else decoding.get("prior_weight", 0.0)
+        )
 
     @property
     def name(self) -> str:
@@ -71,40 +79,82 @@ class Speller:
         self.correct_words(["speling", "korrect"])
 
     def correct_words(self, words: list[str]) -> list[str]:
-        """Lowercase a-z words → their corrections, all decoded in one batched greedy loop."""
+        """Lowercase a-z words → their corrections, all decoded together.
+
+        A beam search over dictionary words (the trie masks every other continuation); each finished
+        hypothesis is scored log P(word | misspelling) + prior_weight · log P(word). With beam 1 and
+        weight 0 it is plain constrained greedy decoding. The loop runs over steps, never over words:
+        every step is one decoder call and a few array operations for the whole batch.
+        """
         if not words:
             return []
-        lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
-        batch, width = len(words), int(lengths.max())
-        codes = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
-        rows = np.repeat(np.arange(batch), lengths)
-        cols = np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        src = np.full((batch, width), self.pad_id, dtype=np.int64)
-        src[rows, cols] = self.byte_to_id[codes]
+        beam, weight, vocab = self.beam_size, self.prior_weight, len(self.id_to_byte)
+        src, lengths = self._ids(words)
+        batch, width = src.shape
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(width)[None, :] < lengths[:, None], np.float32(0), NEG_INF).astype(np.float32)
 
-        out = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
-        live = np.arange(batch)  # rows of the original batch still decoding
-        token = np.full(batch, self.sos_id, dtype=np.int64)
-        nodes = np.full(batch, ROOT, dtype=np.int32)
+        rows = np.repeat(np.arange(batch), beam)  # each word gets `beam` rows
+        memory, keys, bias, h, c = memory[rows], keys[rows], bias[rows], h[:, rows], c[:, rows]
+        score = np.full((batch, beam), -np.inf, dtype=np.float32)
+        score[:, 0] = 0  # one live hypothesis per word to start with
+        token = np.full(batch * beam, self.sos_id, dtype=np.int64)
+        nodes = np.full(batch * beam, ROOT, dtype=np.int32)
+        history = np.zeros((batch * beam, self.max_steps), dtype=np.int64)
+        best = np.full(batch, -np.inf, dtype=np.float32)
+        best_ids = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
+        live = np.arange(batch)  # words still searching, in the order of the rows
+        # No finished word can score above its best live hypothesis plus the largest prior.
+        prior_bound = weight * self.trie.max_log_prior
+
         for step in range(self.max_steps):
             logits, h, c = self.decoder.run(
                 None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
             )
-            token = np.where(self.trie.allowed[nodes], logits, NEG_INF).argmax(axis=1)
-            out[live, step] = token
-            nodes = self.trie.step(nodes, token)
-            keep = token != self.eos_id
-            if not keep.all():
-                live, token, nodes = live[keep], token[keep], nodes[keep]
-                h, c = h[:, keep], c[:, keep]
-                memory, keys, bias = memory[keep], keys[keep], bias[keep]
+            logp = logits - logits.max(axis=1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            logp = np.where(self.trie.allowed[nodes], logp, -np.inf)
+            total = (score.reshape(-1, 1) + logp).reshape(len(live), beam * vocab)
+            top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
+            top_score = np.take_along_axis(total, top, axis=1)
+            parent = (np.arange(len(live))[:, None] * beam + top // vocab).ravel()
+            token = (top % vocab).ravel()
+            history, nodes, h, c = history[parent], nodes[parent], h[:, parent], c[:, parent]
+            history[:, step] = token
+            ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
+            # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
+            final = np.where(ended, top_score.ravel() + weight * self.trie.log_prior[nodes], -np.inf)
+            final = final.reshape(len(live), beam)
+            pick = final.argmax(axis=1)
+            better = final[np.arange(len(live)), pick] > best[live]
+            best[live[better]] = final[better, pick[better]]
+            best_ids[live[better]] = history.reshape(len(live), beam, -1)[better, pick[better]]
+
+            score = np.where(ended.reshape(len(live), beam), -np.inf, top_score)
+            score[best[live] >= score.max(axis=1) + prior_bound] = -np.inf
+            going = np.isfinite(score).reshape(-1)
+            nodes = np.where(going, self.trie.children[nodes, token], ROOT)
+            searching = np.isfinite(score).any(axis=1)
+            if not searching.all():  # drop finished words: later steps pay only for live ones
+                keep = np.repeat(searching, beam)
+                live, score = live[searching], score[searching]
+                token, nodes, history = token[keep], nodes[keep], history[keep]
+                h, c, memory, keys, bias = h[:, keep], c[:, keep], memory[keep], keys[keep], bias[keep]
             if live.size == 0:
                 break
-        ends = (out == self.eos_id).argmax(axis=1)
-        chars = self.id_to_byte[out]
+        ends = (best_ids == self.eos_id).argmax(axis=1)
+        chars = self.id_to_byte[best_ids]
         return [chars[i, : ends[i]].tobytes().decode("ascii") for i in range(batch)]
+
+    def _ids(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Words → [B, T] ids padded at the end and their lengths, without a loop over characters."""
+        lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+        codes = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
+        rows = np.repeat(np.arange(len(words)), lengths)
+        cols = np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.full((len(words), int(lengths.max())), self.pad_id, dtype=np.int64)
+        src[rows, cols] = self.byte_to_id[codes]
+        return src, lengths
 
     def correct_texts(self, texts: list[str]) -> list[CorrectedText]:
         """Correct every unknown word of every text, all in one batch."""

@@ -14,10 +14,13 @@ ROOT = 0
 
 
 class DictionaryTrie:
-    def __init__(self, words: Iterable[str], char_ids: dict[str, int], vocab_size: int, eos_id: int) -> None:
+    def __init__(
+        self, counts: Iterable[tuple[str, int]], char_ids: dict[str, int], vocab_size: int, eos_id: int
+    ) -> None:
         rows: list[list[int]] = [[-1] * vocab_size]
         terminal = [False]
-        for word in words:
+        word_count = [0]
+        for word, count in counts:
             if not word or any(ch not in char_ids for ch in word):
                 continue
             node = ROOT
@@ -28,13 +31,20 @@ class DictionaryTrie:
                     rows[node][char_ids[ch]] = nxt
                     rows.append([-1] * vocab_size)
                     terminal.append(False)
+                    word_count.append(0)
                 node = nxt
             terminal[node] = True
+            word_count[node] += count
         self.children = np.asarray(rows, dtype=np.int32)
         is_terminal = np.asarray(terminal, dtype=bool)
         self.allowed = self.children >= 0
         self.allowed[:, eos_id] = is_terminal  # a word may end only where a dictionary word ends
         self.eos_id = eos_id
+        # log P(word) at the node where the word ends: the prior that reranks finished hypotheses.
+        total = max(sum(word_count), 1)
+        counts_array = np.asarray(word_count, dtype=np.float64)
+        self.log_prior = np.where(is_terminal, np.log(np.maximum(counts_array, 1) / total), 0).astype(np.float32)
+        self.max_log_prior = float(self.log_prior[is_terminal].max()) if is_terminal.any() else 0.0
 
     @property
     def size(self) -> int:

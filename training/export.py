@@ -123,12 +123,14 @@ def export_speller(model: Speller, out: Path) -> dict[str, Path]:
     src = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
     src_len = torch.tensor([3, 4])
     encoder_path, decoder_path = out / "encoder.onnx", out / "decoder_step.onnx"
+    # The exporter restores each wrapper's training flag afterwards, recursively: a wrapper left in
+    # train mode would switch the model's dropout back on for whoever uses it next.
     with torch.no_grad():
-        _export(SpellerEncoder(model), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
+        _export(SpellerEncoder(model).eval(), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
         memory, keys, h, c = model.encode(src, src_len)
         bias = torch.zeros(2, 4)
         token = torch.tensor([1, 1])
-        _export(SpellerDecoderStep(model), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
+        _export(SpellerDecoderStep(model).eval(), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
     return {"encoder": encoder_path, "decoder_step": decoder_path}
 
 

@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, required=True, help="folder with the lab's train.json and test.json")
     parser.add_argument("--codespell", type=Path, help="codespell dictionary.txt (default: the installed package's)")
     parser.add_argument("--frequency", type=Path, help="SymSpell frequency list (default: the installed package's)")
+    parser.add_argument("--extra-words", type=Path, help="pyspellchecker en.json.gz (default: the installed package's)")
     parser.add_argument("--out", type=Path, default=Path("runs/speller"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=3, help="epochs without a better validation exact match")
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID)
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    # Export needs the decoding dictionary beside the weights; it is known before training starts.
+    (args.out / "dictionary.txt").write_text("".join(f"{w}\t{n}\n" for w, n in data.dictionary.items()))
     history: dict[str, list[float]] = {"loss/train": [], "loss/valid": [], "accuracy/exact": [], "accuracy/bleu4": []}
     best, since_best = -1.0, 0
 
@@ -186,8 +189,6 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"early stop: no better validation exact match for {args.patience} epochs")
                 break
 
-    # What export needs besides the weights: the decoding dictionary and where the data came from.
-    (args.out / "dictionary.txt").write_text("\n".join(data.dictionary) + "\n")
     summary = {
         "best_valid_exact": best,
         "history": history,

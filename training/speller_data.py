@@ -70,6 +70,20 @@ def symspell_frequency_path() -> Path:
     return Path(symspellpy.__file__).parent / "frequency_dictionary_en_82_765.txt"
 
 
+def pyspellchecker_frequency_path() -> Path:
+    import spellchecker
+
+    return Path(spellchecker.__file__).parent / "resources" / "en.json.gz"
+
+
+def load_pyspellchecker_words(path: Path) -> dict[str, int]:
+    """pyspellchecker's English word counts (gzipped JSON), a-z words only."""
+    import gzip
+
+    with gzip.open(path, "rt") as f:
+        return {w: int(c) for w, c in json.load(f).items() if WORD_RE.fullmatch(w)}
+
+
 def load_frequency_words(path: Path) -> list[tuple[str, int]]:
     """SymSpell's English frequency list, most frequent first, a-z words only."""
     words = []
@@ -133,7 +147,7 @@ class SpellingData:
     valid: list[Pair]
     heldout: list[Pair]
     lab_test: list[Pair]
-    dictionary: list[str]
+    dictionary: dict[str, int]  # word → count, the prior for reranking
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -141,6 +155,7 @@ def build(
     lab_dir: Path,
     codespell_path: Path | None = None,
     frequency_path: Path | None = None,
+    extra_words_path: Path | None = None,
     synthetic_words: int = 30000,
     synthetic_per_word: int = 2,
     max_len: int = 24,
@@ -149,6 +164,7 @@ def build(
     """Every source, split by target word; no evaluation pair or held-out target reaches training."""
     codespell_path = codespell_path or codespell_dictionary_path()
     frequency_path = frequency_path or symspell_frequency_path()
+    extra_words_path = extra_words_path or pyspellchecker_frequency_path()
     lab_train = load_lab_pairs(lab_dir / "train.json")
     lab_test = load_lab_pairs(lab_dir / "test.json")
     codespell = load_codespell_pairs(codespell_path)
@@ -176,9 +192,13 @@ def build(
     train = sorted(set(train))
     random.Random(seed).shuffle(train)
 
-    # What decoding may produce: a general English list plus the training targets, never evaluation-only words.
-    dictionary = {w for w, _ in frequency if len(w) <= max_len}
-    dictionary |= {right for _, right in train}
+    # What decoding may produce: general English word lists plus the training targets, never
+    # evaluation-only words. Counts are SymSpell's (Google Books); words only the other lists have
+    # get its smallest count, so they rank below every word it knows.
+    floor = min(count for _, count in frequency)
+    dictionary = {w: floor for w in load_pyspellchecker_words(extra_words_path) if len(w) <= max_len}
+    dictionary |= {right: floor for _, right in train}
+    dictionary |= {w: count for w, count in frequency if len(w) <= max_len}
     sources = {
         "lab_train": {"path": str(lab_dir / "train.json"), "sha256": sha256_file(lab_dir / "train.json")},
         "lab_test": {"path": str(lab_dir / "test.json"), "sha256": sha256_file(lab_dir / "test.json")},
@@ -186,6 +206,11 @@ def build(
             "path": "codespell_lib/data/dictionary.txt",
             "version": _version("codespell"),
             "sha256": sha256_file(codespell_path),
+        },
+        "pyspellchecker_words": {
+            "path": "spellchecker/resources/en.json.gz",
+            "version": _version("pyspellchecker"),
+            "sha256": sha256_file(extra_words_path),
         },
         "symspell_frequency": {
             "path": "symspellpy/frequency_dictionary_en_82_765.txt",
@@ -198,7 +223,7 @@ def build(
         valid=sorted(by_split["valid"]),
         heldout=sorted(by_split["heldout"]),
         lab_test=lab_test,
-        dictionary=sorted(dictionary),
+        dictionary=dict(sorted(dictionary.items())),
         sources=sources,
     )
 

@@ -1,0 +1,150 @@
+"""Speller quality through the API, beside SymSpell and pyspellchecker on the same words in the same run.
+
+    python -m bench.speller_quality --data ../shared/data/spelling --write-manifest
+
+Sets: the lab's test.json (50 pairs, 43 of which leak into its train.json: reported, never alone),
+our held-out split (codespell pairs whose target word no training source contains), and false
+positives on the 1,000 most frequent English words (wordfreq, a source none of the systems uses).
+By default the app runs in-process on --models-dir; --url measures a running server instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from spellchecker import SpellChecker
+from symspellpy import SymSpell, Verbosity
+from wordfreq import top_n_list
+
+from training import speller_data
+
+BATCH = 64  # texts per request: the service's default limit
+
+
+def api_corrector(client: httpx.Client) -> Callable[[list[str]], list[str]]:
+    def correct(words: list[str]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(words), BATCH):
+            response = client.post("/correct", json={"texts": words[i : i + BATCH]})
+            response.raise_for_status()
+            out += [r["text"] for r in response.json()["results"]]
+        return out
+
+    return correct
+
+
+def symspell_corrector() -> Callable[[list[str]], list[str]]:
+    sym = SymSpell(max_dictionary_edit_distance=2)
+    sym.load_dictionary(str(speller_data.symspell_frequency_path()), term_index=0, count_index=1)
+
+    def correct(words: list[str]) -> list[str]:
+        return [sym.lookup(w, Verbosity.TOP, max_edit_distance=2, include_unknown=True)[0].term for w in words]
+
+    return correct
+
+
+def pyspellchecker_corrector() -> Callable[[list[str]], list[str]]:
+    checker = SpellChecker(distance=2)
+    return lambda words: [checker.correction(w) or w for w in words]
+
+
+def score(correct: Callable[[list[str]], list[str]], pairs: list[tuple[str, str]]) -> dict:
+    started = time.perf_counter()
+    predictions = correct([w for w, _ in pairs])
+    hits = sum(p.lower() == t for p, (_, t) in zip(predictions, pairs, strict=True))
+    return {
+        "accuracy": round(hits / len(pairs), 4),
+        "n": len(pairs),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def false_positives(correct: Callable[[list[str]], list[str]], words: list[str]) -> dict:
+    changed = [w for w, p in zip(words, correct(words), strict=True) if p.lower() != w]
+    return {
+        "rate": round(len(changed) / len(words), 4),
+        "changed": len(changed),
+        "n": len(words),
+        "examples": changed[:10],
+    }
+
+
+def run(client: httpx.Client, lab_dir: Path) -> dict:
+    data = speller_data.build(lab_dir)
+    common = top_n_list("en", 1000)
+    systems = {
+        "charserve": api_corrector(client),
+        "symspell": symspell_corrector(),
+        "pyspellchecker": pyspellchecker_corrector(),
+    }
+    results: dict = {"measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "systems": {}}
+    for name, correct in systems.items():
+        results["systems"][name] = {
+            "lab_test": score(correct, data.lab_test),
+            "heldout": score(correct, data.heldout),
+            "false_positives_top1000": false_positives(correct, common),
+        }
+        print(name, json.dumps(results["systems"][name]), flush=True)
+    ours, peers = results["systems"]["charserve"], [results["systems"][p] for p in ("symspell", "pyspellchecker")]
+    results["heldout_margin_over_best_peer"] = round(
+        ours["heldout"]["accuracy"] - max(p["heldout"]["accuracy"] for p in peers), 4
+    )
+    return results
+
+
+def markdown(results: dict) -> str:
+    rows = [
+        "| system | test.json top-1 | held-out top-1 | top-1000 words changed |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results["systems"].items():
+        fp = r["false_positives_top1000"]
+        rows.append(
+            f"| {name} | {r['lab_test']['accuracy']:.3f} (n={r['lab_test']['n']}) | "
+            f"{r['heldout']['accuracy']:.3f} (n={r['heldout']['n']}) | {fp['changed']}/{fp['n']} ({fp['rate']:.1%}) |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
+    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--out", type=Path, default=Path("docs/speller_quality.json"))
+    parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
+    args = parser.parse_args(argv)
+
+    if args.url:
+        with httpx.Client(base_url=args.url, timeout=60) as client:
+            results = run(client, args.data)
+    else:
+        from fastapi.testclient import TestClient
+
+        from app.main import create_app
+        from app.settings import Settings
+
+        with TestClient(create_app(Settings(models_dir=args.models_dir, models=["speller"]))) as client:
+            results = run(client, args.data)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    if args.write_manifest:
+        manifest_path = args.models_dir / "speller" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["quality"] = {
+            "measured_by": "python -m bench.speller_quality --data ../shared/data/spelling --write-manifest",
+            **results,
+        }
+        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Choose the speller's beam size and prior weight on the validation split (never on held-out data).
+
+    python -m bench.speller_tune --data ../shared/data/spelling --write-manifest
+
+Runs the served decoder (app.speller) in-process over every setting in the grid and records the
+best in models/speller/manifest.json under "decoding", with the grid's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from app.settings import Settings
+from app.speller import Speller
+from training import speller_data
+
+
+def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
+    words = [w for w, _ in pairs]
+    unknown = [w for w in words if w not in speller.words]
+    fixed = dict(zip(unknown, speller.correct_words(unknown), strict=True))
+    return sum(fixed.get(w, w) == t for w, t in pairs) / len(pairs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/speller"))
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
+    parser.add_argument("--write-manifest", action="store_true")
+    args = parser.parse_args(argv)
+
+    valid = speller_data.build(args.data).valid
+    grid = []
+    for beam in args.beams:
+        for weight in args.weights if beam > 1 else [0.0]:
+            speller = Speller(args.model_dir, Settings(speller_beam_size=beam, speller_prior_weight=weight))
+            started = time.perf_counter()
+            acc = accuracy(speller, valid)
+            grid.append({"beam_size": beam, "prior_weight": weight, "valid_accuracy": round(acc, 4),
+                         "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+            print(json.dumps(grid[-1]), flush=True)
+    best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"]))
+    print("best:", json.dumps(best))
+    if args.write_manifest:
+        path = args.model_dir / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["decoding"] = {
+            "beam_size": best["beam_size"],
+            "prior_weight": best["prior_weight"],
+            "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
+            "valid_pairs": len(valid),
+            "grid": grid,
+        }
+        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The HTTP API: answers, bad input, overload, readiness."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import BUNDLED_MODELS
+
+
+@pytest.fixture(scope="module")
+def client(tiny_artifact: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact, max_texts=4, max_text_chars=50))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Iterator[TestClient]:
+    assert (BUNDLED_MODELS / "speller" / "manifest.json").is_file(), "models/speller is part of the repository"
+    with TestClient(create_app(Settings())) as c:
+        yield c
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+def test_ready_is_503_until_models_are_loaded(tiny_artifact: Path) -> None:
+    app = create_app(Settings(models_dir=tiny_artifact))
+    before = TestClient(app)  # not entered: the lifespan has not run, nothing is loaded
+    response = before.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["status"] == "loading"
+    assert before.post("/correct", json={"text": "teh"}).status_code == 503
+
+
+def test_one_result_per_text_in_order(client: TestClient) -> None:
+    texts = ["first one", "second, 2nd!", "  third  "]
+    results = client.post("/correct", json={"texts": texts}).json()["results"]
+    assert len(results) == 3
+    for text, result in zip(texts, results, strict=True):
+        # Whatever the tiny model suggests, every correction is a word of the input and the rest is untouched.
+        rebuilt, last = "", 0
+        for fix in result["corrections"]:
+            assert text[fix["start"] : fix["end"]] == fix["original"]
+            rebuilt += text[last : fix["start"]] + fix["suggestion"]
+            last = fix["end"]
+        assert rebuilt + text[last:] == result["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"text": ""}, 422, "empty or blank"),
+        ({"text": "  \n"}, 422, "empty or blank"),
+        ({"texts": []}, 422, "at least 1 item"),
+        ({"texts": ["ok", ""]}, 422, "text 1 is empty"),
+        ({"text": 5}, 422, "valid string"),
+        ({"texts": ["ok", None]}, 422, "valid string"),
+        ({"texts": "not a list"}, 422, "valid list"),
+        ({}, 422, 'exactly one of "text" or "texts"'),
+        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"'),
+        ({"text": "a", "extra": 1}, 422, "Extra inputs"),
+        ({"text": "x" * 51}, 413, "text 0 has 51 characters; the limit is 50"),
+        ({"texts": ["a"] * 5}, 413, "5 texts in one request; the limit is 4"),
+    ],
+)
+def test_bad_input_gets_a_4xx_that_says_why(client: TestClient, body: dict, status: int, message: str) -> None:
+    response = client.post("/correct", json=body)
+    assert response.status_code == status
+    assert message in str(response.json()["detail"])
+
+
+def test_invalid_json(client: TestClient) -> None:
+    response = client.post("/correct", content=b'{"text": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "JSON decode error" in str(response.json()["detail"])
+
+
+def test_wrong_content_type(client: TestClient) -> None:
+    response = client.post("/correct", content=b"text=teh", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+
+
+def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact, max_body_bytes=100))) as small:
+        response = small.post("/correct", json={"text": "word " * 50})
+        assert response.status_code == 413
+        assert "the limit is 100" in response.json()["detail"]
+
+
+def test_overload_is_refused_fast_with_retry_after(client: TestClient) -> None:
+    runner = client.app.state.runner
+    runner.pending = runner.max_pending  # as if that many requests were in flight
+    try:
+        response = client.post("/correct", json={"text": "teh"})
+    finally:
+        runner.pending = 0
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "overloaded" in response.json()["detail"]
+
+
+def test_openapi_documents_schemas_and_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    correct = spec["paths"]["/correct"]["post"]
+    assert correct["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("CorrectRequest")
+    assert spec["components"]["schemas"]["CorrectRequest"]["examples"][0] == {"text": "Ths sentense has erors"}
+    assert {"413", "415", "422", "503"} <= set(correct["responses"])
+
+
+# The bundled, trained model: real corrections.
+
+
+def test_bundled_model_fixes_a_sentence_and_keeps_case(bundled: TestClient) -> None:
+    result = bundled.post("/correct", json={"text": "Ths sentense has erors."}).json()["results"][0]
+    assert result["text"] == "This sentence has errors."
+    assert result["corrections"][0] == {"start": 0, "end": 3, "original": "Ths", "suggestion": "This"}
+
+
+def test_bundled_model_restores_upper_case_and_leaves_the_rest(bundled: TestClient) -> None:
+    text = "RECIEVE it by 3pm, naïve café — don't wory!"
+    result = bundled.post("/correct", json={"text": text}).json()["results"][0]
+    assert result["text"] == "RECEIVE it by 3pm, naïve café — don't worry!"
+
+
+def test_bundled_model_leaves_known_words_alone(bundled: TestClient) -> None:
+    text = "The quick brown fox jumps over the lazy dog, twice."
+    assert bundled.post("/correct", json={"text": text}).json()["results"][0] == {"text": text, "corrections": []}
+
+
+def test_bundled_ready_reports_model_and_provider(bundled: TestClient) -> None:
+    models = bundled.get("/ready").json()["models"]
+    assert [(m["name"], m["provider"]) for m in models] == [("speller", "CPUExecutionProvider")]

@@ -1,0 +1,79 @@
+"""A broken artifact stops start-up with a message naming the file."""
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.artifacts import ArtifactError
+from app.main import create_app
+from app.settings import Settings
+from app.speller import Speller
+
+
+def load(models: Path) -> Speller:
+    return Speller(models / "speller", Settings())
+
+
+def test_a_good_artifact_loads(artifact_copy: Path) -> None:
+    assert load(artifact_copy).name == "speller"
+
+
+def test_missing_manifest(artifact_copy: Path) -> None:
+    (artifact_copy / "speller" / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match=r"speller/manifest\.json: manifest missing"):
+        load(artifact_copy)
+
+
+def test_manifest_that_is_not_json(artifact_copy: Path) -> None:
+    (artifact_copy / "speller" / "manifest.json").write_text("{oops")
+    with pytest.raises(ArtifactError, match=r"manifest\.json: not a valid manifest"):
+        load(artifact_copy)
+
+
+def test_missing_graph(artifact_copy: Path) -> None:
+    (artifact_copy / "speller" / "decoder_step.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: missing"):
+        load(artifact_copy)
+
+
+def test_corrupt_graph(artifact_copy: Path) -> None:
+    path = artifact_copy / "speller" / "encoder.onnx"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ArtifactError, match=r"speller/encoder\.onnx: sha256 does not match"):
+        load(artifact_copy)
+
+
+def test_corrupt_graph_with_matching_checksum_is_caught_by_onnx_runtime(artifact_copy: Path) -> None:
+    folder = artifact_copy / "speller"
+    (folder / "encoder.onnx").write_bytes(b"not an onnx graph")
+    rewrite_checksums(folder)
+    with pytest.raises(ArtifactError, match=r"speller/encoder\.onnx: ONNX Runtime cannot load it"):
+        load(artifact_copy)
+
+
+def test_graph_that_does_not_match_the_manifest(artifact_copy: Path) -> None:
+    folder = artifact_copy / "speller"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["graphs"]["encoder"]["inputs"][0]["name"] = "characters"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"speller/encoder\.onnx: graph inputs \['src', 'src_len'\] differ"):
+        load(artifact_copy)
+
+
+def test_start_up_fails_naming_the_file(artifact_copy: Path) -> None:
+    (artifact_copy / "speller" / "dictionary.txt").write_text("tampered\n")
+    with (
+        pytest.raises(ArtifactError, match=r"speller/dictionary\.txt: sha256 does not match"),
+        TestClient(create_app(Settings(models_dir=artifact_copy))),
+    ):
+        pass
+
+
+def rewrite_checksums(folder: Path) -> None:
+    from app.artifacts import sha256_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))

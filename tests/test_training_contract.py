@@ -1,0 +1,80 @@
+"""What training writes is what the app reads: a tiny real run, exported, served."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from app.speller import Speller as ServedSpeller
+from training.export import load_speller
+from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
+
+
+def test_training_writes_checkpoint_curves_and_history(tiny_run: Path) -> None:
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert (tiny_run / "best.pt").stat().st_size > 0
+    assert (tiny_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(summary["history"]["loss/train"]) == 2
+    assert summary["history"]["loss/train"][1] < summary["history"]["loss/train"][0]
+    assert all(0.0 <= v <= 1.0 for v in summary["history"]["accuracy/bleu4"])
+
+
+def test_manifest_records_the_contract(tiny_artifact: Path) -> None:
+    manifest = json.loads((tiny_artifact / "speller" / "manifest.json").read_text())
+    assert manifest["vocab"] == VOCAB
+    assert manifest["special_tokens"] == {"pad": 0, "sos": 1, "eos": 2, "unk": 3}
+    assert manifest["limits"] == {"max_word_len": 12, "max_decode_steps": 13}
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "dictionary.txt"}
+    assert {"lab_train", "lab_test", "codespell", "symspell_frequency"} <= set(manifest["data"])
+    assert [t["name"] for t in manifest["graphs"]["decoder_step"]["inputs"]] == [
+        "token", "h", "c", "memory", "keys", "bias",
+    ]  # fmt: skip
+
+
+def constrained_greedy_reference(tiny_run: Path, words: list[str], dictionary: set[str], max_steps: int) -> list[str]:
+    """Dictionary-constrained greedy decoding in PyTorch, one word at a time, with prefix sets."""
+    model, _ = load_speller(tiny_run / "best.pt")
+    prefixes = {w[:i] for w in dictionary for i in range(len(w) + 1)}
+    out = []
+    for word in words:
+        src, src_len, _, _ = make_batch([(word, word)])
+        with torch.no_grad():
+            memory, keys, h, c = model.encode(src, src_len)
+            bias = torch.zeros(1, src.size(1))
+            token, text = SOS_ID, ""
+            for _ in range(max_steps):
+                logits, h, c = model.decode(torch.tensor([[token]]), h, c, memory, keys, bias)
+                scores = logits[0, 0].numpy().copy()
+                for i, symbol in enumerate(VOCAB):
+                    ok = (i == EOS_ID and text in dictionary) or (len(symbol) == 1 and text + symbol in prefixes)
+                    if not ok:
+                        scores[i] = -np.inf
+                token = int(scores.argmax())
+                if token == EOS_ID:
+                    break
+                text += VOCAB[token]
+        out.append(text)
+    return out
+
+
+def test_batched_serving_decode_matches_pytorch_word_by_word(tiny_run: Path, tiny_artifact: Path) -> None:
+    served = ServedSpeller(tiny_artifact / "speller", Settings())
+    words = ["teh", "wich", "abuot", "peple", "x", "becuase", "zzzzzzzzzzzz", "thier", "frist"]
+    expected = constrained_greedy_reference(tiny_run, words, set(served.words), served.max_steps)
+    assert served.correct_words(words) == expected
+    assert all(w in served.words for w in expected)
+    # The same words in another order and batch size decode the same.
+    assert served.correct_words(words[::-1]) == expected[::-1]
+    assert served.correct_words(words[:1]) == expected[:1]
+
+
+def test_the_app_serves_the_exported_artifact(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact))) as client:
+        ready = client.get("/ready").json()
+        assert ready["models"] == [{"name": "speller", "version": "0.0.1", "provider": "CPUExecutionProvider"}]
+        result = client.post("/correct", json={"text": "Teh peple"}).json()["results"][0]
+        assert [c["original"] for c in result["corrections"]] == ["Teh", "peple"][: len(result["corrections"])]
