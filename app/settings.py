@@ -28,4 +28,7 @@ class Settings(BaseSettings):
     speller_prior_weight: float | None = Field(
         None, ge=0, description="override the manifest's weight of the word-frequency prior"
     )
+    speller_edit_penalty: float | None = Field(
+        None, ge=0, description="override the manifest's penalty per edit between misspelling and correction"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")

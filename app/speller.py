@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from rapidfuzz.distance import OSA
+from rapidfuzz.process import cpdist
 
 from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
 from app.settings import Settings
@@ -66,6 +68,11 @@ class Speller:
             if settings.speller_prior_weight is not None
             else decoding.get("prior_weight", 0.0)
         )
+        self.edit_penalty: float = (
+            settings.speller_edit_penalty
+            if settings.speller_edit_penalty is not None
+            else decoding.get("edit_penalty", 0.0)
+        )
 
     @property
     def name(self) -> str:
@@ -82,13 +89,16 @@ class Speller:
         """Lowercase a-z words → their corrections, all decoded together.
 
         A beam search over dictionary words (the trie masks every other continuation); each finished
-        hypothesis is scored log P(word | misspelling) + prior_weight · log P(word). With beam 1 and
-        weight 0 it is plain constrained greedy decoding. The loop runs over steps, never over words:
+        hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
+        − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
+        that end early beat the longer right ones. With beam 1 and both weights 0 it is plain
+        constrained greedy decoding. The loop runs over steps, never over words:
         every step is one decoder call and a few array operations for the whole batch.
         """
         if not words:
             return []
         beam, weight, vocab = self.beam_size, self.prior_weight, len(self.id_to_byte)
+        edit_weight = self.edit_penalty
         src, lengths = self._ids(words)
         batch, width = src.shape
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
@@ -104,6 +114,7 @@ class Speller:
         best = np.full(batch, -np.inf, dtype=np.float32)
         best_ids = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
         live = np.arange(batch)  # words still searching, in the order of the rows
+        row_words = np.repeat(np.arange(batch), beam)  # the word each row decodes
         # No finished word can score above its best live hypothesis plus the largest prior.
         prior_bound = weight * self.trie.max_log_prior
 
@@ -124,6 +135,12 @@ class Speller:
             ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
             # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
             final = np.where(ended, top_score.ravel() + weight * self.trie.log_prior[nodes], -np.inf)
+            if edit_weight and ended.any():
+                done = np.flatnonzero(ended)
+                spelled = self.id_to_byte[history[done, :step]]
+                candidates = [row.tobytes().decode("ascii") for row in spelled]
+                distance = cpdist([words[i] for i in row_words[done]], candidates, scorer=OSA.distance)
+                final[done] -= edit_weight * distance
             final = final.reshape(len(live), beam)
             pick = final.argmax(axis=1)
             better = final[np.arange(len(live)), pick] > best[live]
@@ -138,7 +155,7 @@ class Speller:
             if not searching.all():  # drop finished words: later steps pay only for live ones
                 keep = np.repeat(searching, beam)
                 live, score = live[searching], score[searching]
-                token, nodes, history = token[keep], nodes[keep], history[keep]
+                token, nodes, history, row_words = token[keep], nodes[keep], history[keep], row_words[keep]
                 h, c, memory, keys, bias = h[:, keep], c[:, keep], memory[keep], keys[keep], bias[keep]
             if live.size == 0:
                 break

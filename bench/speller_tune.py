@@ -31,19 +31,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("models/speller"))
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
+    parser.add_argument("--edit-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0])
     parser.add_argument("--write-manifest", action="store_true")
     args = parser.parse_args(argv)
 
     valid = speller_data.build(args.data).valid
     grid = []
+    speller = Speller(args.model_dir, Settings())
     for beam in args.beams:
         for weight in args.weights if beam > 1 else [0.0]:
-            speller = Speller(args.model_dir, Settings(speller_beam_size=beam, speller_prior_weight=weight))
-            started = time.perf_counter()
-            acc = accuracy(speller, valid)
-            grid.append({"beam_size": beam, "prior_weight": weight, "valid_accuracy": round(acc, 4),
-                         "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
-            print(json.dumps(grid[-1]), flush=True)
+            for penalty in args.edit_penalties if beam > 1 else [0.0]:
+                speller.beam_size, speller.prior_weight, speller.edit_penalty = beam, weight, penalty
+                started = time.perf_counter()
+                acc = accuracy(speller, valid)
+                seconds = round(time.perf_counter() - started, 1)
+                grid.append({"beam_size": beam, "prior_weight": weight, "edit_penalty": penalty,
+                             "valid_accuracy": round(acc, 4), "seconds": seconds})  # fmt: skip
+                print(json.dumps(grid[-1]), flush=True)
     best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"]))
     print("best:", json.dumps(best))
     if args.write_manifest:
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         manifest["decoding"] = {
             "beam_size": best["beam_size"],
             "prior_weight": best["prior_weight"],
+            "edit_penalty": best["edit_penalty"],
             "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
             "valid_pairs": len(valid),
             "grid": grid,

@@ -81,3 +81,12 @@ def tiny_artifact(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def artifact_copy(tiny_artifact: Path, tmp_path: Path) -> Path:
     shutil.copytree(tiny_artifact, tmp_path / "models")
     return tmp_path / "models"
+
+
+def rewrite_checksums(folder: Path) -> None:
+    """After a test edits an artifact's file on purpose, make the manifest agree with it again."""
+    from app.artifacts import sha256_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -10,6 +10,7 @@ from app.artifacts import ArtifactError
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller
+from tests.conftest import rewrite_checksums
 
 
 def load(models: Path) -> Speller:
@@ -69,11 +70,3 @@ def test_start_up_fails_naming_the_file(artifact_copy: Path) -> None:
         TestClient(create_app(Settings(models_dir=artifact_copy))),
     ):
         pass
-
-
-def rewrite_checksums(folder: Path) -> None:
-    from app.artifacts import sha256_file
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
+from tests.conftest import rewrite_checksums
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
 
@@ -78,3 +79,23 @@ def test_the_app_serves_the_exported_artifact(tiny_artifact: Path) -> None:
         assert ready["models"] == [{"name": "speller", "version": "0.0.1", "provider": "CPUExecutionProvider"}]
         result = client.post("/correct", json={"text": "Teh peple"}).json()["results"][0]
         assert [c["original"] for c in result["corrections"]] == ["Teh", "peple"][: len(result["corrections"])]
+
+
+def test_beam_search_is_independent_of_batch_company(tiny_artifact: Path) -> None:
+    """Each word's answer is the same alone or beside others; finished words leave the batch safely."""
+    served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_prior_weight=0.5,
+                                                               speller_edit_penalty=2.0))  # fmt: skip
+    words = ["teh", "wich", "abuot", "peple", "x", "becuase", "zzzzzzzzzzzz", "thier", "frist", "sentance"]
+    together = served.correct_words(words)
+    assert together == [served.correct_words([w])[0] for w in words]
+    assert all(w in served.words for w in together)
+
+
+def test_a_strong_edit_penalty_prefers_the_closest_dictionary_word(artifact_copy: Path) -> None:
+    # A dictionary small enough for a beam of 16 to search whole, so the test does not hang on the model.
+    folder = artifact_copy / "speller"
+    (folder / "dictionary.txt").write_text("then\t1\nthin\t500\nteen\t500\ntenth\t500\n")
+    rewrite_checksums(folder)
+    served = ServedSpeller(folder, Settings(speller_beam_size=16, speller_prior_weight=1.0, speller_edit_penalty=100.0))
+    # "then" is one edit from "thenn", every other word at least two: the prior cannot outweigh that.
+    assert served.correct_words(["thenn"]) == ["then"]
