@@ -104,8 +104,9 @@ class Speller:
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(width)[None, :] < lengths[:, None], np.float32(0), NEG_INF).astype(np.float32)
 
-        rows = np.repeat(np.arange(batch), beam)  # each word gets `beam` rows
-        memory, keys, bias, h, c = memory[rows], keys[rows], bias[rows], h[:, rows], c[:, rows]
+        row_words = np.repeat(np.arange(batch), beam)  # each word gets `beam` rows; the word each row decodes
+        memory, keys, bias = memory[row_words], keys[row_words], bias[row_words]
+        h, c = h[:, row_words], c[:, row_words]
         score = np.full((batch, beam), -np.inf, dtype=np.float32)
         score[:, 0] = 0  # one live hypothesis per word to start with
         token = np.full(batch * beam, self.sos_id, dtype=np.int64)
@@ -114,7 +115,6 @@ class Speller:
         best = np.full(batch, -np.inf, dtype=np.float32)
         best_ids = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
         live = np.arange(batch)  # words still searching, in the order of the rows
-        row_words = np.repeat(np.arange(batch), beam)  # the word each row decodes
         # No finished word can score above its best live hypothesis plus the largest prior.
         prior_bound = weight * self.trie.max_log_prior
 

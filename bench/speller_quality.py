@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -49,9 +51,25 @@ def symspell_corrector() -> Callable[[list[str]], list[str]]:
     return correct
 
 
-def pyspellchecker_corrector() -> Callable[[list[str]], list[str]]:
+def _pyspellchecker_chunk(words: list[str]) -> list[str]:
     checker = SpellChecker(distance=2)
-    return lambda words: [checker.correction(w) or w for w in words]
+    return [checker.correction(w) or w for w in words]
+
+
+def pyspellchecker_corrector() -> Callable[[list[str]], list[str]]:
+    """pyspellchecker needs seconds for some words at distance 2: spread them over every core."""
+
+    def correct(words: list[str]) -> list[str]:
+        workers = os.cpu_count() or 1
+        chunks = [words[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(pool.map(_pyspellchecker_chunk, chunks))
+        out = [""] * len(words)
+        for i, chunk in enumerate(done):
+            out[i::workers] = chunk
+        return out
+
+    return correct
 
 
 def score(correct: Callable[[list[str]], list[str]], pairs: list[tuple[str, str]]) -> dict:
