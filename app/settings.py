@@ -31,4 +31,7 @@ class Settings(BaseSettings):
     speller_edit_penalty: float | None = Field(
         None, ge=0, description="override the manifest's penalty per edit between misspelling and correction"
     )
+    speller_oov_penalty: float | None = Field(
+        None, description="override the manifest's penalty for a word outside the dictionary (absent: never)"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")

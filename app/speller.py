@@ -68,6 +68,9 @@ class Speller:
             if settings.speller_prior_weight is not None
             else decoding.get("prior_weight", 0.0)
         )
+        self.oov_penalty: float | None = (
+            settings.speller_oov_penalty if settings.speller_oov_penalty is not None else decoding.get("oov_penalty")
+        )
         self.edit_penalty: float = (
             settings.speller_edit_penalty
             if settings.speller_edit_penalty is not None
@@ -94,15 +97,32 @@ class Speller:
         that end early beat the longer right ones. With beam 1 and both weights 0 it is plain
         constrained greedy decoding. The loop runs over steps, never over words:
         every step is one decoder call and a few array operations for the whole batch.
+        With an oov_penalty, an unconstrained greedy pass may answer a word outside the dictionary.
         """
         if not words:
             return []
+        src, lengths = self._ids(words)
+        memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
+        bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
+        encoded = (memory, keys, h, c, bias)
+        best, found = self._dictionary_beam(words, *encoded)
+        if self.oov_penalty is None:
+            return found
+        # The model's own spelling, free of the dictionary, wins only if it beats the best dictionary
+        # word by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
+        score, spelled = self._open_greedy(*encoded)
+        score -= self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
+        score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
+        wins = (score > best) & np.array([bool(w) and w not in self.words for w in spelled])
+        return [own if win else known for own, win, known in zip(spelled, wins, found, strict=True)]
+
+    def _dictionary_beam(
+        self, words: list[str], memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
+    ) -> tuple[np.ndarray, list[str]]:
+        """The best dictionary word for each misspelling, and its score."""
         beam, weight, vocab = self.beam_size, self.prior_weight, len(self.id_to_byte)
         edit_weight = self.edit_penalty
-        src, lengths = self._ids(words)
-        batch, width = src.shape
-        memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
-        bias = np.where(np.arange(width)[None, :] < lengths[:, None], np.float32(0), NEG_INF).astype(np.float32)
+        batch = len(words)
 
         row_words = np.repeat(np.arange(batch), beam)  # each word gets `beam` rows; the word each row decodes
         memory, keys, bias = memory[row_words], keys[row_words], bias[row_words]
@@ -159,9 +179,43 @@ class Speller:
                 h, c, memory, keys, bias = h[:, keep], c[:, keep], memory[keep], keys[keep], bias[keep]
             if live.size == 0:
                 break
-        ends = (best_ids == self.eos_id).argmax(axis=1)
-        chars = self.id_to_byte[best_ids]
-        return [chars[i, : ends[i]].tobytes().decode("ascii") for i in range(batch)]
+        return best, self._spell(best_ids)
+
+    def _open_greedy(
+        self, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
+    ) -> tuple[np.ndarray, list[str]]:
+        """Unconstrained greedy decoding (letters and end only): each word's spelling and log-probability."""
+        batch = memory.shape[0]
+        letters = np.zeros(len(self.id_to_byte), dtype=bool)
+        letters[self.id_to_byte > 0] = True
+        letters[self.eos_id] = True
+        out = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
+        total = np.zeros(batch, dtype=np.float32)
+        live = np.arange(batch)
+        token = np.full(batch, self.sos_id, dtype=np.int64)
+        for step in range(self.max_steps):
+            logits, h, c = self.decoder.run(
+                None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
+            )
+            logp = logits - logits.max(axis=1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            logp = np.where(letters, logp, -np.inf)
+            token = logp.argmax(axis=1)
+            total[live] += logp[np.arange(len(live)), token]
+            out[live, step] = token
+            keep = token != self.eos_id
+            if not keep.all():
+                live, token, h, c = live[keep], token[keep], h[:, keep], c[:, keep]
+                memory, keys, bias = memory[keep], keys[keep], bias[keep]
+            if live.size == 0:
+                break
+        return total, self._spell(out)
+
+    def _spell(self, ids: np.ndarray) -> list[str]:
+        """[B, S] ids ending in eos → words, converted as one array."""
+        ends = (ids == self.eos_id).argmax(axis=1)
+        chars = self.id_to_byte[ids]
+        return [chars[i, : ends[i]].tobytes().decode("ascii") for i in range(len(ids))]
 
     def _ids(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Words → [B, T] ids padded at the end and their lengths, without a loop over characters."""

@@ -45,6 +45,7 @@ class DictionaryTrie:
         counts_array = np.asarray(word_count, dtype=np.float64)
         self.log_prior = np.where(is_terminal, np.log(np.maximum(counts_array, 1) / total), 0).astype(np.float32)
         self.max_log_prior = float(self.log_prior[is_terminal].max()) if is_terminal.any() else 0.0
+        self.min_log_prior = float(self.log_prior[is_terminal].min()) if is_terminal.any() else 0.0
 
     @property
     def size(self) -> int:

@@ -25,6 +25,18 @@ def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
     return sum(fixed.get(w, w) == t for w, t in pairs) / len(pairs)
 
 
+def measure(
+    speller: Speller, valid: list[tuple[str, str]], beam: int, weight: float, edit: float, oov: float | None
+) -> dict:
+    speller.beam_size, speller.prior_weight, speller.edit_penalty, speller.oov_penalty = beam, weight, edit, oov
+    started = time.perf_counter()
+    acc = accuracy(speller, valid)
+    result = {"beam_size": beam, "prior_weight": weight, "edit_penalty": edit, "oov_penalty": oov,
+              "valid_accuracy": round(acc, 4), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
@@ -32,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
     parser.add_argument("--edit-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0])
+    parser.add_argument(
+        "--oov-penalties", type=float, nargs="*", default=[0.0, 2.0, 5.0, 10.0],
+        help="tried on the grid's best setting; kept only if one beats answering from the dictionary alone",
+    )  # fmt: skip
     parser.add_argument("--write-manifest", action="store_true")
     args = parser.parse_args(argv)
 
@@ -41,14 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     for beam in args.beams:
         for weight in args.weights if beam > 1 else [0.0]:
             for penalty in args.edit_penalties if beam > 1 else [0.0]:
-                speller.beam_size, speller.prior_weight, speller.edit_penalty = beam, weight, penalty
-                started = time.perf_counter()
-                acc = accuracy(speller, valid)
-                seconds = round(time.perf_counter() - started, 1)
-                grid.append({"beam_size": beam, "prior_weight": weight, "edit_penalty": penalty,
-                             "valid_accuracy": round(acc, 4), "seconds": seconds})  # fmt: skip
-                print(json.dumps(grid[-1]), flush=True)
+                grid.append(measure(speller, valid, beam, weight, penalty, None))
     best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"]))
+    for oov in args.oov_penalties:
+        grid.append(measure(speller, valid, best["beam_size"], best["prior_weight"], best["edit_penalty"], oov))
+    best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"], g["oov_penalty"] is None))
     print("best:", json.dumps(best))
     if args.write_manifest:
         path = args.model_dir / "manifest.json"
@@ -57,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             "beam_size": best["beam_size"],
             "prior_weight": best["prior_weight"],
             "edit_penalty": best["edit_penalty"],
+            "oov_penalty": best["oov_penalty"],
             "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
             "valid_pairs": len(valid),
             "grid": grid,

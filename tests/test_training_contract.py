@@ -99,3 +99,35 @@ def test_a_strong_edit_penalty_prefers_the_closest_dictionary_word(artifact_copy
     served = ServedSpeller(folder, Settings(speller_beam_size=16, speller_prior_weight=1.0, speller_edit_penalty=100.0))
     # "then" is one edit from "thenn", every other word at least two: the prior cannot outweigh that.
     assert served.correct_words(["thenn"]) == ["then"]
+
+
+def open_greedy_reference(tiny_run: Path, words: list[str], max_steps: int) -> list[str]:
+    """Greedy decoding over letters and end-of-word only, in PyTorch, one word at a time."""
+    model, _ = load_speller(tiny_run / "best.pt")
+    letters = torch.tensor([len(symbol) == 1 or i == EOS_ID for i, symbol in enumerate(VOCAB)])
+    out = []
+    for word in words:
+        src, src_len, _, _ = make_batch([(word, word)])
+        with torch.no_grad():
+            memory, keys, h, c = model.encode(src, src_len)
+            token, text = SOS_ID, ""
+            for _ in range(max_steps):
+                logits, h, c = model.decode(torch.tensor([[token]]), h, c, memory, keys, torch.zeros(1, src.size(1)))
+                token = int(logits[0, 0].masked_fill(~letters, -float("inf")).argmax())
+                if token == EOS_ID:
+                    break
+                text += VOCAB[token]
+        out.append(text)
+    return out
+
+
+def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artifact: Path) -> None:
+    words = ["teh", "wich", "abuot", "zzzzzzzzzzzz"]
+    folder = tiny_artifact / "speller"
+    dictionary_only = ServedSpeller(folder, Settings(speller_beam_size=4)).correct_words(words)
+    never = ServedSpeller(folder, Settings(speller_beam_size=4, speller_oov_penalty=1e9))
+    assert never.correct_words(words) == dictionary_only
+    always = ServedSpeller(folder, Settings(speller_beam_size=4, speller_oov_penalty=-1e9))
+    own = open_greedy_reference(tiny_run, words, always.max_steps)
+    expected = [o if o and o not in always.words else d for o, d in zip(own, dictionary_only, strict=True)]
+    assert always.correct_words(words) == expected

@@ -1,0 +1,69 @@
+"""Write docs/speller.md and the README's quality table from the measured JSON, so no figure is copied by hand.
+
+python -m bench.speller_report
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from bench.speller_quality import markdown
+
+MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
+
+
+def decoding_table(decoding: dict) -> str:
+    rows = [
+        "| beam | prior weight | edit penalty | out-of-dictionary penalty | validation top-1 | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in decoding["grid"]:
+        oov = "never" if g["oov_penalty"] is None else g["oov_penalty"]
+        setting = f"| {g['beam_size']} | {g['prior_weight']} | {g['edit_penalty']} | {oov} "
+        rows.append(setting + f"| {g['valid_accuracy']:.4f} | {g['seconds']} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    manifest = json.loads(Path("models/speller/manifest.json").read_text())
+    quality = json.loads(Path("docs/speller_quality.json").read_text())
+    table = markdown(quality)
+    ours = quality["systems"]["charserve"]
+    margin = quality["heldout_margin_over_best_peer"]
+    summary = (
+        f"Held-out top-1: **{ours['heldout']['accuracy']:.3f}**, {margin * 100:+.1f} points over the better peer; "
+        f"false positives on the 1,000 most frequent English words: "
+        f"{ours['false_positives_top1000']['changed']}/1000. Measured {quality['measured']} with "
+        "`python -m bench.speller_quality --data ../shared/data/spelling --write-manifest`.\n"
+    )
+    readme = Path("README.md")
+    text = readme.read_text()
+    block = f"{MARK_START}\n{table}\n{summary}{MARK_END}"
+    text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
+    readme.write_text(text)
+
+    training = manifest["training"]
+    doc = Path("docs/speller.md")
+    template = Path("docs/speller.template.md").read_text()
+    doc.write_text(
+        template.replace("{{QUALITY_TABLE}}", table)
+        .replace("{{SUMMARY}}", summary)
+        .replace("{{DECODING_TABLE}}", decoding_table(manifest["decoding"]))
+        .replace("{{COVERAGE}}", f"{quality['heldout_targets_in_dictionary']:.3f}")
+        .replace("{{BEST_EPOCH}}", str(training["best_epoch"]))
+        .replace("{{VALID_EXACT}}", f"{training['valid']['exact']:.4f}")
+        .replace("{{VALID_BLEU}}", f"{training['valid']['bleu']:.4f}")
+        .replace(
+            "{{DECODING}}",
+            json.dumps(
+                {k: manifest["decoding"][k] for k in ("beam_size", "prior_weight", "edit_penalty", "oov_penalty")}
+            ),
+        )
+    )
+    print(f"wrote {readme} and {doc}")
+
+
+if __name__ == "__main__":
+    main()
