@@ -6,7 +6,10 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint install-serve install-test clean
+SPELLING ?= ../shared/data/spelling
+SPELLER_RUN ?= runs/speller
+
+.PHONY: serve test lint install-serve install-test clean speller-train speller-artifact
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +28,18 @@ serve: install-serve
 test: install-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+## Train the speller (hours on 2 CPU cores; writes $(SPELLER_RUN)/best.pt, curves.png, summary.json).
+speller-train: install-test
+	$(PY) -m training.speller --data $(SPELLING) --out $(SPELLER_RUN)
+
+## Export the trained speller to models/speller, tune its decoding on validation, measure it beside the peers.
+speller-artifact: install-test
+	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller
+	$(PY) -m bench.speller_tune --data $(SPELLING) --write-manifest
+	$(PY) -m bench.speller_quality --data $(SPELLING) --write-manifest
+	cp $(SPELLER_RUN)/curves.png docs/speller_curves.png
+	$(PY) -m bench.speller_report
 
 lint: $(PY)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
     parser.add_argument("--model-dir", type=Path, default=Path("models/speller"))
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
-    parser.add_argument("--edit-penalties", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--edit-penalties", type=float, nargs="+", default=[0.0, 3.0, 8.0])
     parser.add_argument(
         "--oov-penalties", type=float, nargs="*", default=[0.0, 2.0, 5.0, 10.0],
         help="tried on the grid's best setting; kept only if one beats answering from the dictionary alone",
