@@ -47,23 +47,27 @@ def tiny_spelling_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def tiny_training_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """The command line of a tiny real training run: two short epochs of a tiny model."""
+    return [
+        "--data", str(data),
+        "--codespell", str(data / "codespell.txt"),
+        "--frequency", str(data / "frequency.txt"),
+        "--extra-words", str(data / "extra_words.json.gz"),
+        "--out", str(out),
+        "--epochs", "2", "--emb", "8", "--hidden", "16", "--batch-size", "16",
+        "--synthetic-words", "40", "--max-len", "12", "--threads", "1",
+        *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_spelling_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real training run on tiny data: one short epoch of a tiny model."""
+    """A real training run on tiny data, as `tiny_training_args` describes."""
     from training import speller
 
     out = tmp_path_factory.mktemp("run")
-    speller.main(
-        [
-            "--data", str(tiny_spelling_dir),
-            "--codespell", str(tiny_spelling_dir / "codespell.txt"),
-            "--frequency", str(tiny_spelling_dir / "frequency.txt"),
-            "--extra-words", str(tiny_spelling_dir / "extra_words.json.gz"),
-            "--out", str(out),
-            "--epochs", "2", "--emb", "8", "--hidden", "16", "--batch-size", "16",
-            "--synthetic-words", "40", "--max-len", "12", "--threads", "1",
-        ]
-    )  # fmt: skip
+    speller.main(tiny_training_args(tiny_spelling_dir, out))
     return out
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
-from tests.conftest import rewrite_checksums
+from tests.conftest import rewrite_checksums, tiny_training_args
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
 
@@ -22,6 +22,14 @@ def test_training_writes_checkpoint_curves_and_history(tiny_run: Path) -> None:
     assert len(summary["history"]["loss/train"]) == 2
     assert summary["history"]["loss/train"][1] < summary["history"]["loss/train"][0]
     assert all(0.0 <= v <= 1.0 for v in summary["history"]["accuracy/bleu4"])
+
+
+def test_training_resumes_from_a_checkpoint(tiny_spelling_dir: Path, tiny_run: Path, tmp_path: Path) -> None:
+    from training import speller
+
+    resumed = speller.main(tiny_training_args(tiny_spelling_dir, tmp_path, "--resume", str(tiny_run / "best.pt")))
+    cold = json.loads((tiny_run / "summary.json").read_text())
+    assert resumed["history"]["loss/valid"][0] < cold["history"]["loss/valid"][0]
 
 
 def test_manifest_records_the_contract(tiny_artifact: Path) -> None:

@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=0, help="train on the first N pairs only (for smoke tests)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", type=Path, help="start from this checkpoint's weights (same sizes)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     model = Speller(len(VOCAB), args.emb, args.hidden, args.dropout)
+    if args.resume:
+        model.load_state_dict(torch.load(args.resume, map_location="cpu", weights_only=False)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID)
