@@ -1,6 +1,7 @@
 """What training writes is what the app reads: a tiny real run, exported, served."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,11 @@ def test_manifest_records_the_contract(tiny_artifact: Path) -> None:
     ]  # fmt: skip
 
 
-def constrained_greedy_reference(tiny_run: Path, words: list[str], dictionary: set[str], max_steps: int) -> list[str]:
-    """Dictionary-constrained greedy decoding in PyTorch, one word at a time, with prefix sets."""
+def greedy_reference(
+    tiny_run: Path, words: list[str], max_steps: int, allowed: Callable[[str, int], bool]
+) -> list[str]:
+    """Greedy decoding in PyTorch, one word at a time; allowed(text so far, token id) masks the choices."""
     model, _ = load_speller(tiny_run / "best.pt")
-    prefixes = {w[:i] for w in dictionary for i in range(len(w) + 1)}
     out = []
     for word in words:
         src, src_len, _, _ = make_batch([(word, word)])
@@ -58,10 +60,7 @@ def constrained_greedy_reference(tiny_run: Path, words: list[str], dictionary: s
             for _ in range(max_steps):
                 logits, h, c = model.decode(torch.tensor([[token]]), h, c, memory, keys, bias)
                 scores = logits[0, 0].numpy().copy()
-                for i, symbol in enumerate(VOCAB):
-                    ok = (i == EOS_ID and text in dictionary) or (len(symbol) == 1 and text + symbol in prefixes)
-                    if not ok:
-                        scores[i] = -np.inf
+                scores[[not allowed(text, i) for i in range(len(VOCAB))]] = -np.inf
                 token = int(scores.argmax())
                 if token == EOS_ID:
                     break
@@ -70,10 +69,20 @@ def constrained_greedy_reference(tiny_run: Path, words: list[str], dictionary: s
     return out
 
 
+def dictionary_only(dictionary: set[str]) -> Callable[[str, int], bool]:
+    """Letters that keep the text a prefix of a dictionary word; the end only after a whole word."""
+    prefixes = {w[:i] for w in dictionary for i in range(len(w) + 1)}
+    return lambda text, i: (i == EOS_ID and text in dictionary) or (len(VOCAB[i]) == 1 and text + VOCAB[i] in prefixes)
+
+
+def letters_and_end(text: str, i: int) -> bool:
+    return i == EOS_ID or len(VOCAB[i]) == 1
+
+
 def test_batched_serving_decode_matches_pytorch_word_by_word(tiny_run: Path, tiny_artifact: Path) -> None:
     served = ServedSpeller(tiny_artifact / "speller", Settings())
     words = ["teh", "wich", "abuot", "peple", "x", "becuase", "zzzzzzzzzzzz", "thier", "frist"]
-    expected = constrained_greedy_reference(tiny_run, words, set(served.words), served.max_steps)
+    expected = greedy_reference(tiny_run, words, served.max_steps, dictionary_only(set(served.words)))
     assert served.correct_words(words) == expected
     assert all(w in served.words for w in expected)
     # The same words in another order and batch size decode the same.
@@ -109,33 +118,13 @@ def test_a_strong_edit_penalty_prefers_the_closest_dictionary_word(artifact_copy
     assert served.correct_words(["thenn"]) == ["then"]
 
 
-def open_greedy_reference(tiny_run: Path, words: list[str], max_steps: int) -> list[str]:
-    """Greedy decoding over letters and end-of-word only, in PyTorch, one word at a time."""
-    model, _ = load_speller(tiny_run / "best.pt")
-    letters = torch.tensor([len(symbol) == 1 or i == EOS_ID for i, symbol in enumerate(VOCAB)])
-    out = []
-    for word in words:
-        src, src_len, _, _ = make_batch([(word, word)])
-        with torch.no_grad():
-            memory, keys, h, c = model.encode(src, src_len)
-            token, text = SOS_ID, ""
-            for _ in range(max_steps):
-                logits, h, c = model.decode(torch.tensor([[token]]), h, c, memory, keys, torch.zeros(1, src.size(1)))
-                token = int(logits[0, 0].masked_fill(~letters, -float("inf")).argmax())
-                if token == EOS_ID:
-                    break
-                text += VOCAB[token]
-        out.append(text)
-    return out
-
-
 def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artifact: Path) -> None:
     words = ["teh", "wich", "abuot", "zzzzzzzzzzzz"]
     folder = tiny_artifact / "speller"
-    dictionary_only = ServedSpeller(folder, Settings(speller_beam_size=4)).correct_words(words)
+    from_dictionary = ServedSpeller(folder, Settings(speller_beam_size=4)).correct_words(words)
     never = ServedSpeller(folder, Settings(speller_beam_size=4, speller_oov_penalty=1e9))
-    assert never.correct_words(words) == dictionary_only
+    assert never.correct_words(words) == from_dictionary
     always = ServedSpeller(folder, Settings(speller_beam_size=4, speller_oov_penalty=-1e9))
-    own = open_greedy_reference(tiny_run, words, always.max_steps)
-    expected = [o if o and o not in always.words else d for o, d in zip(own, dictionary_only, strict=True)]
+    own = greedy_reference(tiny_run, words, always.max_steps, letters_and_end)
+    expected = [o if o and o not in always.words else d for o, d in zip(own, from_dictionary, strict=True)]
     assert always.correct_words(words) == expected
