@@ -8,6 +8,7 @@ PORT ?= 8000
 
 SPELLING ?= ../shared/data/spelling
 SPELLER_RUN ?= runs/speller
+SPELLER_VERSION ?= 1.1.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact
 
@@ -35,7 +36,7 @@ speller-train: install-test
 
 ## Export the trained speller to models/speller, tune its decoding on validation, measure it beside the peers.
 speller-artifact: install-test
-	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller
+	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller --version $(SPELLER_VERSION)
 	$(PY) -m bench.speller_tune --data $(SPELLING) --write-manifest
 	$(PY) -m bench.speller_quality --data $(SPELLING) --write-manifest
 	cp $(SPELLER_RUN)/curves.png docs/speller_curves.png
