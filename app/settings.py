@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     max_pending: int = Field(64, ge=1, description="requests admitted to inference at once; beyond: 503")
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
+    speller_max_batch_words: int = Field(
+        128, ge=1, description="distinct words decoded together; larger requests run in chunks of this size"
+    )
     speller_beam_size: int | None = Field(None, ge=1, le=32, description="override the manifest's beam size")
     speller_prior_weight: float | None = Field(
         None, ge=0, description="override the manifest's weight of the word-frequency prior"

@@ -61,6 +61,7 @@ class Speller:
         self.words = frozenset(word for word, _ in counts)
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
         self.trie = DictionaryTrie(counts, char_ids, len(vocab), self.eos_id)
+        self.max_batch_words = settings.speller_max_batch_words
         decoding = self.manifest.model_extra.get("decoding", {})
         self.beam_size: int = settings.speller_beam_size or decoding.get("beam_size", 1)
         self.prior_weight: float = (
@@ -231,7 +232,12 @@ class Speller:
         """Correct every unknown word of every text, all in one batch."""
         tokens = [candidate_words(text, max_len=self.max_len) for text in texts]
         unknown = sorted({t.text.lower() for ts in tokens for t in ts} - self.words)
-        fixed = dict(zip(unknown, self.correct_words(unknown), strict=True))
+        # Bounded chunks: a full request can hold tens of thousands of distinct words, and one batch of
+        # them times the beam would need gigabytes of attention memory.
+        fixed: dict[str, str] = {}
+        for start in range(0, len(unknown), self.max_batch_words):
+            chunk = unknown[start : start + self.max_batch_words]
+            fixed.update(zip(chunk, self.correct_words(chunk), strict=True))
         results = []
         for text, found in zip(texts, tokens, strict=True):
             corrections = []

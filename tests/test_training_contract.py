@@ -128,3 +128,15 @@ def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artif
     own = greedy_reference(tiny_run, words, always.max_steps, letters_and_end)
     expected = [o if o and o not in always.words else d for o, d in zip(own, from_dictionary, strict=True)]
     assert always.correct_words(words) == expected
+
+
+def test_many_words_are_decoded_in_bounded_chunks_with_the_same_answers(tiny_artifact: Path) -> None:
+    folder = tiny_artifact / "speller"
+    text = "teh wich abuot peple becuase thier frist sentance zzyzx"
+    whole = ServedSpeller(folder, Settings()).correct_texts([text])
+    chunked = ServedSpeller(folder, Settings(speller_max_batch_words=2))
+    calls: list[int] = []
+    decode = chunked.correct_words
+    chunked.correct_words = lambda words: calls.append(len(words)) or decode(words)  # type: ignore[method-assign]
+    assert chunked.correct_texts([text]) == whole
+    assert calls and max(calls) <= 2
