@@ -63,20 +63,18 @@ class Speller:
         self.trie = DictionaryTrie(counts, char_ids, len(vocab), self.eos_id)
         self.max_batch_words = settings.speller_max_batch_words
         decoding = self.manifest.model_extra.get("decoding", {})
-        self.beam_size: int = settings.speller_beam_size or decoding.get("beam_size", 1)
-        self.prior_weight: float = (
-            settings.speller_prior_weight
-            if settings.speller_prior_weight is not None
-            else decoding.get("prior_weight", 0.0)
-        )
-        self.oov_penalty: float | None = (
-            settings.speller_oov_penalty if settings.speller_oov_penalty is not None else decoding.get("oov_penalty")
-        )
-        self.edit_penalty: float = (
-            settings.speller_edit_penalty
-            if settings.speller_edit_penalty is not None
-            else decoding.get("edit_penalty", 0.0)
-        )
+
+        def tuned(override: float | None, key: str, default: float | None) -> float | None:
+            """A setting from the environment wins over the manifest's tuned value."""
+            return override if override is not None else decoding.get(key, default)
+
+        self.beam_size = int(tuned(settings.speller_beam_size, "beam_size", 1) or 1)
+        self.prior_weight = float(tuned(settings.speller_prior_weight, "prior_weight", 0.0) or 0.0)
+        self.edit_penalty = float(tuned(settings.speller_edit_penalty, "edit_penalty", 0.0) or 0.0)
+        self.oov_penalty = tuned(settings.speller_oov_penalty, "oov_penalty", None)
+        # What an unconstrained pass may write: letters and the end of a word, no other special token.
+        self.letters_and_end = self.id_to_byte > 0
+        self.letters_and_end[self.eos_id] = True
 
     @property
     def name(self) -> str:
@@ -143,9 +141,7 @@ class Speller:
             logits, h, c = self.decoder.run(
                 None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
             )
-            logp = logits - logits.max(axis=1, keepdims=True)
-            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-            logp = np.where(self.trie.allowed[nodes], logp, -np.inf)
+            logp = np.where(self.trie.allowed[nodes], _log_softmax(logits), -np.inf)
             total = (score.reshape(-1, 1) + logp).reshape(len(live), beam * vocab)
             top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
             top_score = np.take_along_axis(total, top, axis=1)
@@ -171,7 +167,7 @@ class Speller:
             score = np.where(ended.reshape(len(live), beam), -np.inf, top_score)
             score[best[live] >= score.max(axis=1) + prior_bound] = -np.inf
             going = np.isfinite(score).reshape(-1)
-            nodes = np.where(going, self.trie.children[nodes, token], ROOT)
+            nodes = np.where(going, self.trie.step(nodes, token), ROOT)
             searching = np.isfinite(score).any(axis=1)
             if not searching.all():  # drop finished words: later steps pay only for live ones
                 keep = np.repeat(searching, beam)
@@ -187,9 +183,6 @@ class Speller:
     ) -> tuple[np.ndarray, list[str]]:
         """Unconstrained greedy decoding (letters and end only): each word's spelling and log-probability."""
         batch = memory.shape[0]
-        letters = np.zeros(len(self.id_to_byte), dtype=bool)
-        letters[self.id_to_byte > 0] = True
-        letters[self.eos_id] = True
         out = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
         total = np.zeros(batch, dtype=np.float32)
         live = np.arange(batch)
@@ -198,9 +191,7 @@ class Speller:
             logits, h, c = self.decoder.run(
                 None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
             )
-            logp = logits - logits.max(axis=1, keepdims=True)
-            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-            logp = np.where(letters, logp, -np.inf)
+            logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
             token = logp.argmax(axis=1)
             total[live] += logp[np.arange(len(live)), token]
             out[live, step] = token
@@ -249,6 +240,11 @@ class Speller:
                     )
             results.append(CorrectedText(_apply(text, corrections), corrections))
         return results
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _apply(text: str, corrections: list[Correction]) -> str:

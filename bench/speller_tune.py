@@ -1,4 +1,6 @@
-"""Choose the speller's beam size and prior weight on the validation split (never on held-out data).
+"""Choose the speller's decoding (beam, prior weight, edit and out-of-dictionary penalties) on validation.
+
+Never on held-out data.
 
     python -m bench.speller_tune --data ../shared/data/spelling --write-manifest
 
@@ -19,10 +21,9 @@ from training import speller_data
 
 
 def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
-    words = [w for w, _ in pairs]
-    unknown = [w for w in words if w not in speller.words]
-    fixed = dict(zip(unknown, speller.correct_words(unknown), strict=True))
-    return sum(fixed.get(w, w) == t for w, t in pairs) / len(pairs)
+    """Each misspelling as a text of its own, through the same path /correct takes."""
+    results = speller.correct_texts([w for w, _ in pairs])
+    return sum(r.text == t for r, (_, t) in zip(results, pairs, strict=True)) / len(pairs)
 
 
 def measure(
