@@ -112,7 +112,10 @@ class Speller:
         score, spelled = self._open_greedy(*encoded)
         score -= self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
         score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
-        wins = (score > best) & np.array([bool(w) and w not in self.words for w in spelled])
+        # A copy of the misspelling is no answer: the model saying "looks fine" about a word no dictionary
+        # has is how it fails on misspellings it cannot place, so the dictionary's best word stands.
+        fresh = [bool(own) and own != word and own not in self.words for own, word in zip(spelled, words, strict=True)]
+        wins = (score > best) & np.array(fresh)
         return [own if win else known for own, win, known in zip(spelled, wins, found, strict=True)]
 
     def _dictionary_beam(

@@ -126,8 +126,17 @@ def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artif
     assert never.correct_words(words) == from_dictionary
     always = ServedSpeller(folder, Settings(speller_beam_size=4, speller_oov_penalty=-1e9))
     own = greedy_reference(tiny_run, words, always.max_steps, letters_and_end)
-    expected = [o if o and o not in always.words else d for o, d in zip(own, from_dictionary, strict=True)]
+    fresh = zip(own, words, from_dictionary, strict=True)
+    expected = [o if o and o != w and o not in always.words else d for o, w, d in fresh]
     assert always.correct_words(words) == expected
+
+
+def test_a_copy_of_the_misspelling_is_never_the_answer(tiny_artifact: Path) -> None:
+    # Even at any price for the dictionary's answer, the model echoing the input means it could not place
+    # the word: the dictionary's best word stands. A copy would leave a misspelling uncorrected.
+    words = ["teh", "wich", "abuot", "zzzzzzzzzzzz", "qqq"]
+    always = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_oov_penalty=-1e9))
+    assert all(fixed != word for fixed, word in zip(always.correct_words(words), words, strict=True))
 
 
 def test_many_words_are_decoded_in_bounded_chunks_with_the_same_answers(tiny_artifact: Path) -> None:
