@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.sequence import gather_time, reverse_within_length
+
 NEG_INF = -1e9
 
 
@@ -39,14 +41,11 @@ class Speller(nn.Module):
         self, src: torch.Tensor, src_len: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """src [B, T] ids padded at the end, src_len [B] → memory [B, T, 2H], keys [B, T, H], h0, c0 [1, B, H]."""
-        positions = torch.arange(src.size(1), device=src.device)[None, :]
-        lengths = src_len[:, None]
-        reverse = torch.where(positions < lengths, lengths - 1 - positions, positions)
+        reverse = reverse_within_length(src_len, src.size(1))
         x = self.drop(self.embed(src))
         fwd, _ = self.enc_fwd(x)
-        x_rev = x.gather(1, reverse[:, :, None].expand(-1, -1, x.size(2)))
-        bwd_rev, _ = self.enc_bwd(x_rev)
-        bwd = bwd_rev.gather(1, reverse[:, :, None].expand(-1, -1, bwd_rev.size(2)))
+        bwd_rev, _ = self.enc_bwd(gather_time(x, reverse))
+        bwd = gather_time(bwd_rev, reverse)
         memory = torch.cat([fwd, bwd], dim=-1)
         last = (src_len - 1)[:, None, None].expand(-1, 1, fwd.size(2))
         summary = torch.cat([fwd.gather(1, last), bwd_rev.gather(1, last)], dim=-1).squeeze(1)
