@@ -4,28 +4,45 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
+from app.classifier import Classifier
+from app.metrics import Metrics
 from app.settings import Settings
 from app.speller import Speller
 
 log = logging.getLogger(__name__)
 
-LOADERS = {"speller": Speller}
+
+class ServedModel(Protocol):
+    name: str
+    version: str
+    provider: str
+
+    def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None: ...
+
+    def warm_up(self) -> None: ...
+
+    def batch(self, texts: list[str]) -> list[Any]: ...
+
+
+LOADERS: dict[str, type[ServedModel]] = {"speller": Speller, "classifier": Classifier}
 
 
 @dataclass
 class ModelRegistry:
-    models: dict[str, Speller] = field(default_factory=dict)
+    models: dict[str, ServedModel] = field(default_factory=dict)
     ready: bool = False
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelRegistry:
+    def load(cls, settings: Settings, metrics: Metrics | None = None) -> ModelRegistry:
         """Load, verify and warm every configured model; any broken artifact raises ArtifactError."""
         registry = cls()
         for name in settings.models:
             if name not in LOADERS:
                 raise ValueError(f"unknown model {name!r} in CHARSERVE_MODELS; known: {sorted(LOADERS)}")
-            model = LOADERS[name](settings.models_dir / name, settings)
+            model = LOADERS[name](settings.models_dir / name, settings, metrics)
             model.warm_up()
             registry.models[name] = model
             log.info("model %s %s ready on %s", name, model.version, model.provider)

@@ -70,6 +70,48 @@ class CorrectResponse(BaseModel):
     results: list[CorrectResult]
 
 
+class ClassifyRequest(TextsRequest):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "Antonio_Veciana"},
+                {"texts": ["Kneuterdijk Palace", "A_Midsummer_Night's_Dream_(1909_film)", "%C5%BDeljko_Ivanek"]},
+            ]
+        },
+    )
+
+
+class ClassifyResult(BaseModel):
+    label: str = Field(description="the most probable type: Person, Place, Organisation, Work or Species")
+    scores: dict[str, float] = Field(description="every type's probability; they sum to 1")
+
+
+class ClassifyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "label": "Person",
+                            "scores": {
+                                "Person": 0.93,
+                                "Place": 0.02,
+                                "Organisation": 0.02,
+                                "Work": 0.02,
+                                "Species": 0.01,
+                            },
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    results: list[ClassifyResult]
+
+
 class ModelStatus(BaseModel):
     name: str
     version: str

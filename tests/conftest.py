@@ -71,13 +71,68 @@ def tiny_run(tiny_spelling_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+# Names shaped like DBpedia titles, one pattern per class, so that even a tiny model learns something.
+_FIRST = ["Anna", "Jean", "Pieter", "Maria", "Jos%C3%A9", "Li", "Olga", "Kofi"]
+_LAST = ["Veciana", "Ivanek", "Smith", "de_Vries", "M%C3%BCller", "Okafor", "Tanaka", "Rossi"]
+_PLACES = ["River", "Palace", "Lake", "Castle", "Valley", "Station"]
+_ORGS = ["F.C.", "Records", "University", "Party", "Corporation", "Airlines"]
+_WORKS = ["(film)", "(album)", "(novel)", "(song)", "(1909_film)", "(TV_series)"]
+_GENERA = ["Conus", "Acacia", "Eupithecia", "Agrotis", "Carex", "Bulbophyllum"]
+_EPITHETS = ["alba", "minor", "nigra", "viridis", "ornata", "gracilis"]
+
+
+def tiny_dbpedia_lines(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        kind = i % 5
+        if kind == 0:
+            title, label = f"{rng.choice(_FIRST)}_{rng.choice(_LAST)}", "Person"
+        elif kind == 1:
+            title, label = f"{rng.choice(_LAST)}_{rng.choice(_PLACES)}", "Place"
+        elif kind == 2:
+            title, label = f"{rng.choice(_LAST)}_{rng.choice(_ORGS)}", "Organisation"
+        elif kind == 3:
+            title, label = f"The_{rng.choice(_LAST)}_{rng.choice(_WORKS)}", "Work"
+        else:
+            title, label = f"{rng.choice(_GENERA)}_{rng.choice(_EPITHETS)}", "Species"
+        lines.append(f"{title}\t{label}\r\n")
+    return lines
+
+
 @pytest.fixture(scope="session")
-def tiny_artifact(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """models/<name>/ as export writes it, for the tiny run; tests copy it before breaking it."""
-    from training.export import write_speller_artifact
+def tiny_dbpedia_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """smaller.{train,valid,test} in the real format: TAB-separated, CRLF, percent-encoded titles."""
+    folder = tmp_path_factory.mktemp("dbpedia")
+    for seed, (split, count) in enumerate({"train": 400, "valid": 60, "test": 60}.items()):
+        (folder / f"smaller.{split}").write_text("".join(tiny_dbpedia_lines(seed, count)), newline="")
+    return folder
+
+
+def tiny_classifier_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--out", str(out), "--epochs", "6", "--lr", "0.01",
+        "--emb", "8", "--hidden", "16", "--dense", "16", "--batch-size", "16", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tiny_dbpedia_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training import classifier
+
+    out = tmp_path_factory.mktemp("classifier_run")
+    classifier.main(tiny_classifier_args(tiny_dbpedia_dir, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_run: Path, tiny_classifier_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """models/ as export writes it, one folder per model, for the tiny runs; tests copy it before breaking it."""
+    from training.export import write_classifier_artifact, write_speller_artifact
 
     models = tmp_path_factory.mktemp("models")
     write_speller_artifact(tiny_run / "best.pt", models / "speller", version="0.0.1")
+    write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1")
     return models
 
 

@@ -70,3 +70,16 @@ def test_start_up_fails_naming_the_file(artifact_copy: Path) -> None:
         TestClient(create_app(Settings(models_dir=artifact_copy))),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:-50]), r"classifier/classifier\.onnx: sha256 does not match"),
+        (lambda f: f.unlink(), r"classifier/classifier\.onnx: missing"),
+    ],
+)
+def test_a_broken_classifier_stops_the_app_naming_the_file(artifact_copy: Path, damage, message: str) -> None:
+    damage(artifact_copy / "classifier" / "classifier.onnx")
+    with pytest.raises(ArtifactError, match=message), TestClient(create_app(Settings(models_dir=artifact_copy))):
+        pass

@@ -93,7 +93,9 @@ def test_batched_serving_decode_matches_pytorch_word_by_word(tiny_run: Path, tin
 def test_the_app_serves_the_exported_artifact(tiny_artifact: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tiny_artifact))) as client:
         ready = client.get("/ready").json()
-        assert ready["models"] == [{"name": "speller", "version": "0.0.1", "provider": "CPUExecutionProvider"}]
+        assert ready["models"] == [
+            {"name": name, "version": "0.0.1", "provider": "CPUExecutionProvider"} for name in ("speller", "classifier")
+        ]
         result = client.post("/correct", json={"text": "Teh peple"}).json()["results"][0]
         assert [c["original"] for c in result["corrections"]] == ["Teh", "peple"][: len(result["corrections"])]
 

@@ -1,7 +1,7 @@
 """Export a trained model to ONNX with its manifest.
 
     python -m training.export speller --checkpoint runs/speller/best.pt --out models/speller
-
+    python -m training.export classifier --checkpoint runs/classifier/best.pt --out models/classifier
 
 The manifest is the contract with `app/`: vocabulary, special ids, graph input/output names and
 shapes, limits, data sources, measured quality and the sha256 of every file.
@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.speller_data import sha256_file
 from training.speller_model import Speller
 
@@ -177,14 +178,100 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
     return manifest
 
 
+class ClassifierGraph(nn.Module):
+    """Names → class probabilities: the softmax is in the graph, so serving only reads them."""
+
+    def __init__(self, model: NameClassifier | NameClassifierEnsemble) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(ids, lengths), dim=-1)
+
+
+CLASSIFIER_IO = {
+    "inputs": {"ids": (["batch", "src_len"], "int64"), "lengths": (["batch"], "int64")},
+    "outputs": {"probs": (["batch", "classes"], "float32")},
+}
+
+
+def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = NameClassifier(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state
+
+
+def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "classifier.onnx"
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
+    with torch.no_grad():
+        _export(ClassifierGraph(model.eval()).eval(), (ids, torch.tensor([3, 4])), CLASSIFIER_IO, path)
+    return path
+
+
+def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version: str) -> dict:
+    """One checkpoint, or several trained alike (same vocabulary and limits) exported as one averaging graph."""
+    checkpoints = checkpoints if isinstance(checkpoints, list) else [checkpoints]
+    loaded = [load_classifier(c) for c in checkpoints]
+    state = loaded[0][1]
+    shared = ("vocab", "max_len", "keep_end")
+    if any(tuple(s[k] for k in shared) != tuple(state[k] for k in shared) for _, s in loaded):
+        raise ValueError("ensemble members must share vocabulary, max_len and keep_end")
+    members = [m for m, _ in loaded]
+    path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out)
+    summary_path = checkpoints[0].parent / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    manifest = {
+        "name": "classifier",
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "architecture": (
+            "character LSTMs over the name, forward and reversed: final states + max over time, ReLU layer"
+            + (f"; {len(loaded)} such models, their probabilities averaged" if len(loaded) > 1 else "")
+        ),
+        "config": [s["config"] for _, s in loaded],
+        "training": [{"best_epoch": s["epoch"], "valid": s["valid"], "args": s["args"]} for _, s in loaded],
+        "ensemble_members": len(members),
+        "data": summary.get("sources", {}),
+        "labels": state["labels"],
+        "vocab": state["vocab"],
+        "special_tokens": {"pad": 0, "unk": 1},
+        # What serving does to a name before the graph sees it, in this order.
+        "preprocessing": ["percent-decode (urllib.parse.unquote)", "'_' → ' '", "Unicode NFC", "strip"],
+        "limits": {"max_len": state["max_len"]},
+        "keep_end": state["keep_end"],
+        "graphs": {"classifier": {"file": path.name, **_io_spec(CLASSIFIER_IO)}},
+        "quality": {},
+        "files": {path.name: sha256_file(path)},
+    }
+    previous = out / "manifest.json"
+    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
+        old = json.loads(previous.read_text())
+        if old.get("files", {}).get(path.name) == manifest["files"][path.name]:
+            manifest["quality"] = old.get("quality", {})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact}
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", choices=["speller"])
-    parser.add_argument("--checkpoint", type=Path, default=Path("runs/speller/best.pt"))
-    parser.add_argument("--out", type=Path, default=Path("models/speller"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(WRITERS))
+    parser.add_argument(
+        "--checkpoint", type=Path, nargs="+", help="default: runs/<model>/best.pt; the classifier takes several"
+    )
+    parser.add_argument("--out", type=Path, help="default: models/<model>")
     parser.add_argument("--version", default="1.0.0")
     args = parser.parse_args(argv)
-    manifest = write_speller_artifact(args.checkpoint, args.out, args.version)
+    checkpoint = args.checkpoint or [Path("runs") / args.model / "best.pt"]
+    if args.model == "speller":
+        (checkpoint,) = checkpoint
+    args.out = args.out or Path("models") / args.model
+    manifest = WRITERS[args.model](checkpoint, args.out, args.version)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
 
 

@@ -1,0 +1,98 @@
+"""Classifier inference: names → normalised names → character ids → one graph call → class probabilities."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import onnxruntime as ort
+
+from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
+from app.metrics import Metrics
+from app.settings import Settings
+
+
+def normalise(title: str) -> str:
+    """As training/classifier_data.py: percent-decoded, `_` as spaces, NFC, trimmed (a test holds them equal)."""
+    return unicodedata.normalize("NFC", unquote(title).replace("_", " ")).strip()
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    scores: dict[str, float]
+
+
+class Classifier:
+    def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
+        self.manifest: Manifest = load_manifest(folder)
+        self.session: ort.InferenceSession = open_session(folder, self.manifest.graphs["classifier"], settings)
+        self.provider: str = self.session.get_providers()[0]
+        extra = self.manifest.model_extra
+        self.labels: list[str] = list(extra.get("labels") or [])
+        if not self.labels:
+            raise ArtifactError(f"{folder / 'manifest.json'}: no labels")
+        self.max_len = self.manifest.limits["max_len"]
+        self.keep_end = bool(extra.get("keep_end", False))
+        self.pad_id = self.manifest.special_tokens["pad"]
+        self.unk_id = self.manifest.special_tokens["unk"]
+        # Sorted code points and their ids: a whole batch of characters maps to ids in one searchsorted.
+        chars = [(ord(t), i) for i, t in enumerate(self.manifest.vocab) if len(t) == 1]
+        chars.sort()
+        self.code_points = np.array([c for c, _ in chars], dtype=np.uint32)
+        self.code_ids = np.array([i for _, i in chars], dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def warm_up(self) -> None:
+        self.classify(["Antonio_Veciana", "Kneuterdijk Palace"])
+
+    def ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Texts → [B, T] ids padded at the end and lengths [B], without a loop over characters.
+
+        A text that normalises to nothing is read as one unknown character.
+        """
+        names = [normalise(t) for t in texts]
+        names = [(n[-self.max_len :] if self.keep_end else n[: self.max_len]) or "\0" for n in names]
+        lengths = np.fromiter((len(n) for n in names), dtype=np.int64, count=len(names))
+        points = np.frombuffer("".join(names).encode("utf-32-le"), dtype=np.uint32)
+        slot = np.minimum(np.searchsorted(self.code_points, points), len(self.code_points) - 1)
+        char_ids = np.where(self.code_points[slot] == points, self.code_ids[slot], self.unk_id)
+        rows = np.repeat(np.arange(len(names)), lengths)
+        cols = np.arange(len(points)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ids = np.full((len(names), int(lengths.max())), self.pad_id, dtype=np.int64)
+        ids[rows, cols] = char_ids
+        return ids, lengths
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """[B, classes], every text of the call in one graph run."""
+        ids, lengths = self.ids(texts)
+        (probs,) = self.session.run(None, {"ids": ids, "lengths": lengths})
+        if self.metrics is not None:
+            self.metrics.observe_batch("classifier", len(texts), int(lengths.sum()))
+        return probs
+
+    def batch(self, texts: list[str]) -> list[Classification]:
+        """What the scheduler calls with the names of many requests."""
+        return self.classify(texts)
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        if not texts:
+            return []
+        probs = self.probabilities(texts)
+        best = probs.argmax(axis=1)
+        rounded = probs.astype(np.float64).round(4).tolist()  # float32 would print 0.9189000129699707
+        return [
+            Classification(self.labels[b], dict(zip(self.labels, row, strict=True)))
+            for b, row in zip(best, rounded, strict=True)
+        ]

@@ -1,0 +1,39 @@
+"""Which trained classifiers to average: every subset of the given runs, scored on validation (never test).
+
+python -m bench.classifier_ensemble runs/classifier runs/classifier_b runs/classifier_c
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import torch
+
+from training import classifier_data
+from training.classifier import clip, predict, scores
+from training.export import load_classifier
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+", help="training output folders, each with best.pt")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
+    args = parser.parse_args(argv)
+    valid = classifier_data.build(args.data).valid
+    truth = [y for _, y in valid]
+    probs = {}
+    for run in args.runs:
+        model, state = load_classifier(run / "best.pt")
+        char_id = {ch: i for i, ch in enumerate(state["vocab"])}
+        probs[run] = predict(model, [clip(n, state["max_len"], state["keep_end"]) for n, _ in valid], char_id)
+    for size in range(1, len(args.runs) + 1):
+        for combo in itertools.combinations(args.runs, size):
+            found = scores(truth, torch.stack([probs[r] for r in combo]).mean(dim=0).argmax(dim=1).tolist())
+            names = " + ".join(str(r) for r in combo)
+            print(f"{names}: valid accuracy {found['accuracy']:.4f}, macro-F1 {found['macro_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The classifier: data format, the model's gradients, export parity, serving = training, the training run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from app.classifier import Classifier
+from app.classifier import normalise as served_normalise
+from app.settings import Settings
+from training import classifier_data
+from training.classifier import PRESETS, clip, encode, predict
+from training.classifier_model import NameClassifier, NameClassifierEnsemble
+from training.export import export_classifier, load_classifier
+
+TRICKY = [
+    "%C5%BDeljko_Ivanek",
+    "Antonio_Veciana",
+    "A_Midsummer_Night's_Dream_(1909_film)",
+    "  padded_name_ ",
+    "Cafe\u0301_de_Flore",  # decomposed é: NFC makes it one character
+    "100%_pure",  # a lone % that is not an escape
+    "%E2%80%9CQuoted%E2%80%9D",
+]
+
+
+def test_serving_normalises_names_exactly_as_training() -> None:
+    for title in TRICKY:
+        assert served_normalise(title) == classifier_data.normalise(title)
+    assert classifier_data.normalise("%C5%BDeljko_Ivanek") == "Željko Ivanek"
+    assert classifier_data.normalise("Cafe\u0301_de_Flore") == "Café de Flore"
+
+
+def test_read_split_strips_carriage_returns_and_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "smaller.train"
+    path.write_text("%C3%89tang_d'Araing\tPlace\r\nAntonio_Veciana\tPerson\r\n_\tWork\r\nX\tNotALabel\r\n", newline="")
+    assert classifier_data.read_split(path) == [("Étang d'Araing", 1), ("Antonio Veciana", 0)]
+
+
+def test_vocab_keeps_frequent_characters_after_the_specials() -> None:
+    vocab = classifier_data.build_vocab(["aab", "ac"], min_count=2)
+    assert vocab == ["<pad>", "<unk>", "a"]
+
+
+def test_gradients_match_finite_differences() -> None:
+    """Every parameter's analytic gradient, float64, against finite differences on a tiny instance."""
+    torch.manual_seed(0)
+    model = NameClassifier(vocab_size=7, classes=5, emb=3, hidden=4, dense=4, dropout=0.0).double()
+    ids = torch.tensor([[2, 3, 4, 0], [5, 6, 2, 3]])
+    lengths, targets = torch.tensor([3, 4]), torch.tensor([1, 3])
+    names = [name for name, _ in model.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
+
+    def loss(*params: torch.Tensor) -> torch.Tensor:
+        logits = torch.func.functional_call(model, dict(zip(names, params, strict=True)), (ids, lengths))
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[NameClassifier, ort.InferenceSession]:
+    torch.manual_seed(0)
+    model = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16).eval()
+    path = export_classifier(model, tmp_path_factory.mktemp("onnx"))
+    return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_onnx_matches_pytorch(exported, batch: int) -> None:
+    model, session = exported
+    rng = torch.Generator().manual_seed(batch)
+    for length in range(1, 65):
+        lengths = torch.randint(1, length + 1, (batch,), generator=rng)
+        lengths[0] = length
+        ids = torch.randint(2, 40, (batch, length), generator=rng) * (torch.arange(length)[None] < lengths[:, None])
+        with torch.no_grad():
+            want = torch.softmax(model(ids, lengths), dim=-1).numpy()
+        (got,) = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_padding_does_not_change_a_name(exported) -> None:
+    _, session = exported
+    alone = session.run(None, {"ids": np.array([[5, 6, 7]]), "lengths": np.array([3])})[0]
+    padded = session.run(None, {"ids": np.array([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]]), "lengths": np.array([3, 5])})[0]
+    np.testing.assert_allclose(padded[0], alone[0], atol=1e-6)
+
+
+def test_served_classifier_answers_as_the_trained_model(tiny_classifier_run: Path, tiny_artifact: Path) -> None:
+    """The whole path: normalising, clipping, character ids, the ONNX graph, and the labels' order."""
+    model, state = load_classifier(tiny_classifier_run / "best.pt")
+    served = Classifier(tiny_artifact / "classifier", Settings())
+    texts = [*TRICKY, "Ω unknown ✓ characters", "x" * 300]
+    char_id = {ch: i for i, ch in enumerate(state["vocab"])}
+    names = [clip(classifier_data.normalise(t), state["max_len"], state["keep_end"]) for t in texts]
+    want = predict(model, names, char_id).numpy()
+    np.testing.assert_allclose(served.probabilities(texts), want, atol=1e-5)
+    results = served.classify(texts)
+    assert [r.label for r in results] == [served.labels[i] for i in want.argmax(axis=1)]
+    assert all(abs(sum(r.scores.values()) - 1) < 1e-3 for r in results)
+
+
+def test_character_ids_match_a_plain_lookup(tiny_artifact: Path) -> None:
+    served = Classifier(tiny_artifact / "classifier", Settings())
+    vocab = {ch: i for i, ch in enumerate(served.manifest.vocab)}
+    texts = ["Anna_Smith", "Željko", "日本", "a"]
+    ids, lengths = served.ids(texts)
+    for row, text in enumerate(texts):
+        name = served_normalise(text)
+        assert lengths[row] == len(name)
+        assert ids[row, : len(name)].tolist() == [vocab.get(ch, served.unk_id) for ch in name]
+        assert (ids[row, len(name) :] == served.pad_id).all()
+
+
+def test_tiny_training_run_learns_and_reports(tiny_classifier_run: Path) -> None:
+    summary = json.loads((tiny_classifier_run / "summary.json").read_text())
+    assert summary["test"]["accuracy"] > 0.5  # five patterns a child could tell apart; chance is 0.2
+    assert set(summary["test"]["per_class"]) == set(classifier_data.LABELS)
+    assert (tiny_classifier_run / "curves.png").stat().st_size > 0
+    assert (tiny_classifier_run / "confusion.png").stat().st_size > 0
+
+
+def test_lab_preset_is_the_lab_configuration(tiny_dbpedia_dir: Path, tmp_path: Path) -> None:
+    from training import classifier
+
+    summary = classifier.main(["--data", str(tiny_dbpedia_dir), "--out", str(tmp_path), "--preset", "lab",
+                               "--epochs", "1", "--threads", "1"])  # fmt: skip
+    model, state = load_classifier(tmp_path / "best.pt")
+    assert state["max_len"] == 10 and state["keep_end"]
+    assert model.rnn_fwd is None and model.rnn_bwd.hidden_size == 50 and not model.max_pool
+    assert model.embed.weight.requires_grad is False  # one-hot characters
+    assert PRESETS["lab"]["lr"] == 0.5 and PRESETS["lab"]["batch_size"] == 64
+    assert summary["preset"] == "lab"
+
+
+def test_encode_pads_with_zero() -> None:
+    ids, lengths = encode(["ab", "abc"], {"a": 2, "b": 3})
+    assert ids.tolist() == [[2, 3, 0], [2, 3, 1]] and lengths.tolist() == [2, 3]
+
+
+def test_an_ensemble_exports_as_the_mean_of_its_members(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    members = [NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16).eval() for _ in range(3)]
+    path = export_classifier(NameClassifierEnsemble(members), tmp_path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11], [3, 0, 0, 0]])
+    lengths = torch.tensor([3, 4, 1])
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(m(ids, lengths), dim=-1) for m in members]).mean(dim=0).numpy()
+    (got,) = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
+    np.testing.assert_allclose(got, want, atol=1e-5)

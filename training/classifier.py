@@ -1,0 +1,230 @@
+"""Train the classifier: `python -m training.classifier --data ../shared/data/dbpedia --out runs/classifier`.
+
+`--preset lab` reproduces the lab's configuration (one-hot characters, the last 10 characters read
+in reverse, one LSTM of 50, a ReLU layer, batch 64, SGD at 0.5); `--preset bilstm` (the default) is
+ours. Any flag given after the preset overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, precision_recall_fscore_support
+from torch import nn
+from tqdm import tqdm
+
+from training import classifier_data
+from training.classifier_data import LABELS, Example
+from training.classifier_model import NameClassifier
+from training.curves import save_curves
+
+PRESETS: dict[str, dict] = {
+    "lab": {"emb": 0, "hidden": 50, "dense": 50, "bidirectional": False, "max_pool": False, "dropout": 0.0,
+            "max_len": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.5, "epochs": 30},
+    "bilstm": {"emb": 64, "hidden": 256, "dense": 256, "bidirectional": True, "max_pool": True, "dropout": 0.3,
+               "max_len": 128, "batch_size": 64, "optimizer": "adam", "lr": 2e-3, "epochs": 30},
+}  # fmt: skip
+
+
+def clip(name: str, max_len: int, keep_end: bool) -> str:
+    """The part of a name the model reads: the lab's model read only its last max_len characters."""
+    return name[-max_len:] if keep_end else name[:max_len]
+
+
+def encode(names: list[str], char_id: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Names (never empty) → ids [B, T] padded with 0 at the end, unknown characters as 1, and lengths [B]."""
+    lengths = torch.tensor([len(n) for n in names])
+    ids = torch.zeros(len(names), int(lengths.max()), dtype=torch.long)
+    for row, name in enumerate(names):
+        ids[row, : len(name)] = torch.tensor([char_id.get(ch, 1) for ch in name], dtype=torch.long)
+    return ids, lengths
+
+
+def batches(examples: list[Example], batch_size: int, rng: random.Random | None) -> list[list[Example]]:
+    """Batches of similar length (little padding), in shuffled order when training."""
+    order = sorted(examples, key=lambda e: (len(e[0]), rng.random() if rng else 0))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng:
+        rng.shuffle(chunks)
+    return chunks
+
+
+@torch.no_grad()
+def predict(model: NameClassifier, names: list[str], char_id: dict[str, int], batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities [N, classes] in input order."""
+    model.eval()
+    order = sorted(range(len(names)), key=lambda i: len(names[i]))
+    probs = torch.zeros(len(names), model.config["classes"])
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, lengths = encode([names[i] for i in chunk], char_id)
+        probs[chunk] = torch.softmax(model(ids, lengths), dim=-1)
+    return probs
+
+
+def scores(labels: list[int], predicted: list[int]) -> dict:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(len(LABELS)), zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, average="macro", labels=range(len(LABELS)), zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(LABELS, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def save_confusion(labels: list[int], predicted: list[int], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, labels=range(len(LABELS)), display_labels=LABELS, ax=ax, colorbar=False, xticks_rotation=30
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(model: NameClassifier, examples: list[Example], char_id: dict[str, int], args) -> tuple[dict, list[int]]:
+    names = [clip(n, args.max_len, args.keep_end) for n, _ in examples]
+    labels = [y for _, y in examples]
+    probs = predict(model, names, char_id)
+    loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), torch.tensor(labels)).item()
+    predicted = probs.argmax(dim=1).tolist()
+    return {"loss": loss, **scores(labels, predicted)}, predicted
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with smaller.{train,valid,test}")
+    parser.add_argument("--out", type=Path, default=Path("runs/classifier"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="bilstm")
+    for flag, kind in [("emb", int), ("hidden", int), ("dense", int), ("dropout", float), ("max-len", int),
+                       ("batch-size", int), ("lr", float), ("epochs", int)]:  # fmt: skip
+        parser.add_argument(f"--{flag}", type=kind, help="overrides the preset")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], help="overrides the preset")
+    parser.add_argument(
+        "--class-weight", choices=["none", "inverse-sqrt"], default="none",
+        help="weigh the loss by 1/sqrt(class frequency): rare classes (Organisation is 6.5%%) count for more",
+    )  # fmt: skip
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--patience", type=int, default=4, help="epochs without a better validation macro-F1")
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N names only (for smoke tests)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.keep_end = args.preset == "lab"  # the lab kept the end of a name, which it read first
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = classifier_data.build(args.data)
+    train = data.train[: args.limit] if args.limit else data.train
+    valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
+    char_id = {ch: i for i, ch in enumerate(data.vocab)}
+    print(f"train {len(train)} names, valid {len(valid)}, test {len(data.test)}, vocabulary {len(data.vocab)}")
+
+    model = NameClassifier(
+        len(data.vocab), len(LABELS), args.emb, args.hidden, args.dense, args.bidirectional, args.max_pool, args.dropout
+    )
+    optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
+    counts = torch.bincount(torch.tensor([y for _, y in train]), minlength=len(LABELS)).float().clamp_min(1)
+    weight = None if args.class_weight == "none" else (counts.sum() / counts).sqrt()
+    weight = weight / weight.mean() if weight is not None else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+    rng = random.Random(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    history: dict[str, list[float]] = {"loss/train": [], "loss/valid": [], "valid/accuracy": [], "valid/macro_f1": []}
+    best, since_best = -1.0, 0
+
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        started, total, steps = time.time(), 0.0, 0
+        bar = tqdm(batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
+        for chunk in bar:
+            ids, lengths = encode([clip(n, args.max_len, args.keep_end) for n, _ in chunk], char_id)
+            loss = loss_fn(model(ids, lengths), torch.tensor([y for _, y in chunk]))
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+        metrics, _ = evaluate(model, valid, char_id, args)
+        scheduler.step(metrics["macro_f1"])
+        history["loss/train"].append(total / max(steps, 1))
+        history["loss/valid"].append(metrics["loss"])
+        history["valid/accuracy"].append(metrics["accuracy"])
+        history["valid/macro_f1"].append(metrics["macro_f1"])
+        print(
+            f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, valid loss {metrics['loss']:.4f}, "
+            f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, {time.time() - started:.0f}s",
+            flush=True,
+        )
+        save_curves(history, args.out / "curves.png", f"classifier ({args.preset})")
+        if metrics["macro_f1"] > best:
+            best, since_best = metrics["macro_f1"], 0
+            checkpoint = {
+                "config": model.config,
+                "state_dict": model.state_dict(),
+                "vocab": data.vocab,
+                "labels": LABELS,
+                "max_len": args.max_len,
+                "keep_end": args.keep_end,
+                "epoch": epoch,
+                "valid": {k: v for k, v in metrics.items() if k != "per_class"},
+                "args": {k: str(v) for k, v in vars(args).items()},
+            }
+            torch.save(checkpoint, args.out / "best.pt")
+        else:
+            since_best += 1
+            if since_best >= args.patience:
+                print(f"early stop: no better validation macro-F1 for {args.patience} epochs")
+                break
+
+    model.load_state_dict(torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)["state_dict"])
+    test, predicted = evaluate(model, data.test, char_id, args)
+    labels = [y for _, y in data.test]
+    save_confusion(labels, predicted, args.out / "confusion.png", f"classifier ({args.preset}), test")
+    print(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}")
+    summary = {
+        "preset": args.preset,
+        "best_epoch": int(torch.load(args.out / "best.pt", weights_only=False)["epoch"]),
+        "best_valid_macro_f1": best,
+        "test": test,
+        "history": history,
+        "sources": data.sources,
+        "train_names": len(train),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

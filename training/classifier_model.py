@@ -1,0 +1,81 @@
+"""The classifier: a character LSTM over an entity's name → one of five types.
+
+Two configurations of one module:
+- the lab's baseline: one-hot characters, one LSTM (hidden 50) reading the name reversed, its final
+  state through a ReLU layer into the softmax;
+- ours: learned embeddings, an LSTM in each direction over the full name, and beside their final
+  states a max over time of their outputs (a word anywhere in the name, `film` or `FC`, can decide).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.sequence import gather_time, reverse_within_length
+
+NEG_LARGE = -1e4  # fills padding before the max over time; finite so that gradients stay finite
+
+
+class NameClassifier(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        classes: int,
+        emb: int = 64,
+        hidden: int = 256,
+        dense: int = 256,
+        bidirectional: bool = True,
+        max_pool: bool = True,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "vocab_size": vocab_size, "classes": classes, "emb": emb, "hidden": hidden, "dense": dense,
+            "bidirectional": bidirectional, "max_pool": max_pool, "dropout": dropout,
+        }  # fmt: skip
+        if emb:
+            self.embed = nn.Embedding(vocab_size, emb, padding_idx=0)
+        else:  # one-hot characters, as the lab's model read them
+            self.embed = nn.Embedding.from_pretrained(torch.eye(vocab_size), freeze=True, padding_idx=0)
+        width = emb or vocab_size
+        # The reversed reader comes first: with bidirectional=False it is the lab's whole model.
+        self.rnn_bwd = nn.LSTM(width, hidden, batch_first=True)
+        self.rnn_fwd = nn.LSTM(width, hidden, batch_first=True) if bidirectional else None
+        features = hidden * (2 if bidirectional else 1) * (2 if max_pool else 1)
+        self.hidden = nn.Linear(features, dense)
+        self.out = nn.Linear(dense, classes)
+        self.drop = nn.Dropout(dropout)
+        self.max_pool = max_pool
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] padded at the end, lengths [B] (each ≥ 1) → logits [B, classes]."""
+        x = self.drop(self.embed(ids))
+        reverse = reverse_within_length(lengths, ids.size(1))
+        bwd_rev, _ = self.rnn_bwd(gather_time(x, reverse))
+        outputs = [bwd_rev]
+        if self.rnn_fwd is not None:
+            fwd, _ = self.rnn_fwd(x)
+            outputs.append(fwd)
+        last = (lengths - 1)[:, None]
+        features = [gather_time(o, last).squeeze(1) for o in outputs]  # each reader's state after the whole name
+        if self.max_pool:
+            real = (torch.arange(ids.size(1), device=ids.device)[None, :] < lengths[:, None])[:, :, None]
+            features += [torch.where(real, o, NEG_LARGE).amax(dim=1) for o in outputs]
+        h = torch.relu(self.hidden(self.drop(torch.cat(features, dim=-1))))
+        return self.out(self.drop(h))
+
+
+class NameClassifierEnsemble(nn.Module):
+    """Several NameClassifiers trained alike (different seeds) voting with their probabilities.
+
+    Returns the log of the mean probability, so a softmax on top gives that mean back.
+    """
+
+    def __init__(self, members: list[NameClassifier]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(ids, lengths), dim=-1) for m in self.members]).mean(dim=0)
+        return torch.log(probs)
