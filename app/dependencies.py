@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request
 
-from app.inference import InferenceRunner
+from app.batching import DynamicBatcher
+from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.settings import Settings
-from app.speller import Speller
 
 
 def get_settings(request: Request) -> Settings:
@@ -18,15 +18,26 @@ def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_runner(request: Request) -> InferenceRunner:
-    return request.app.state.runner
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
 
 
-def get_speller(request: Request) -> Speller:
-    model = get_registry(request).models.get("speller")
-    if model is None:
-        raise HTTPException(503, "the speller is not loaded", headers={"Retry-After": "5"})
-    return model
+def _batcher(request: Request, name: str) -> DynamicBatcher:
+    batcher = request.app.state.batchers.get(name)
+    if batcher is None:
+        # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
+        raise HTTPException(503, f"the {name} is not loaded", headers={"Retry-After": "5"})
+    return batcher
+
+
+def get_speller(request: Request) -> DynamicBatcher:
+    """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts."""
+    return _batcher(request, "speller")
+
+
+def get_classifier(request: Request) -> DynamicBatcher:
+    """The classifier's scheduler: names in, Classification out, batched with other requests' names."""
+    return _batcher(request, "classifier")
 
 
 def require_json(request: Request) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.inference import InferenceRunner, Overloaded
+from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
+from app.metrics import Metrics, metrics_middleware
 from app.registry import ModelRegistry
 from app.routes import router
 from app.settings import Settings
@@ -18,15 +20,48 @@ from app.settings import Settings
 log = logging.getLogger("charserve")
 
 
+def configure_logging(access_log: bool) -> None:
+    """Plain lines on stderr for charserve's loggers; uvicorn configures its own."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    logging.getLogger("charserve.access").disabled = not access_log
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.access_log)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A broken artifact raises here, naming the file, and uvicorn refuses to start.
-        app.state.registry = await anyio.to_thread.run_sync(ModelRegistry.load, settings)
+        registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
+        workers = anyio.CapacityLimiter(settings.inference_workers)  # shared: the cores are too
+        batchers = {
+            name: DynamicBatcher(
+                name,
+                model.batch,
+                max_batch=settings.batch_max_texts,
+                max_wait_s=settings.batch_max_wait_ms / 1000,
+                max_queue=settings.max_queue_texts,
+                deadline_s=settings.request_deadline_s,
+                limiter=workers,
+                metrics=metrics,
+            )
+            for name, model in registry.models.items()
+        }
+        for batcher in batchers.values():
+            await batcher.start()
+        app.state.registry, app.state.batchers = registry, batchers
         yield
-        app.state.registry.ready = False
+        # uvicorn has drained the in-flight requests by now (SIGTERM: stop accepting, finish, then this).
+        registry.ready = False
+        for batcher in batchers.values():
+            await batcher.stop()
 
     app = FastAPI(
         title="charserve",
@@ -35,13 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.registry = ModelRegistry()
-    app.state.runner = InferenceRunner(settings.inference_workers, settings.max_pending)
+    app.state.batchers = {}
     app.include_router(router)
+    app.middleware("http")(metrics_middleware(metrics))
 
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
         return JSONResponse({"detail": f"overloaded: {exc}"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def deadline(_: Request, exc: DeadlineExceeded) -> JSONResponse:
+        return JSONResponse({"detail": f"deadline exceeded: {exc}"}, status_code=504)
 
     return app
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.dependencies import get_registry, get_runner, get_settings, get_speller, require_json
-from app.inference import InferenceRunner
+from app.batching import DynamicBatcher
+from app.dependencies import (
+    get_classifier,
+    get_metrics,
+    get_registry,
+    get_settings,
+    get_speller,
+    require_json,
+)
+from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassifyResult,
     CorrectRequest,
     CorrectResponse,
     CorrectResult,
@@ -21,7 +33,6 @@ from app.schemas import (
     TextsRequest,
 )
 from app.settings import Settings
-from app.speller import Speller
 
 router = APIRouter()
 
@@ -32,6 +43,7 @@ ERRORS = {
         415: "the body is not JSON",
         422: "the body does not match the schema",
         503: "overloaded or not ready; retry after the Retry-After header's seconds",
+        504: "the request's model work outlasted its deadline",
     }.items()
 }
 
@@ -44,6 +56,15 @@ def check_limits(request: TextsRequest, settings: Settings) -> list[str]:
         if len(text) > settings.max_text_chars:
             raise HTTPException(413, f"text {i} has {len(text)} characters; the limit is {settings.max_text_chars}")
     return texts
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics: requests, latency, queue depth, batch sizes, tokens",
+)
+async def metrics(metrics: Annotated[Metrics, Depends(get_metrics)]) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health", response_model=HealthResponse, summary="The process is alive")
@@ -76,12 +97,29 @@ async def ready(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Re
 )
 async def correct(
     request: CorrectRequest,
-    speller: Annotated[Speller, Depends(get_speller)],
-    runner: Annotated[InferenceRunner, Depends(get_runner)],
+    speller: Annotated[DynamicBatcher, Depends(get_speller)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CorrectResponse:
     texts = check_limits(request, settings)
-    corrected = await runner.run(speller.correct_texts, texts)
+    corrected = await speller.submit(texts)
     return CorrectResponse(
         results=[CorrectResult(text=r.text, corrections=[vars(c) for c in r.corrections]) for r in corrected]
     )
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Tell the type of one or more entity names: Person, Place, Organisation, Work or Species",
+)
+async def classify(
+    request: ClassifyRequest,
+    classifier: Annotated[DynamicBatcher, Depends(get_classifier)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> ClassifyResponse:
+    """Names may use spaces or underscores and may be percent-encoded (`%C5%BDeljko_Ivanek`)."""
+    texts = check_limits(request, settings)
+    found = await classifier.submit(texts)
+    return ClassifyResponse(results=[ClassifyResult(label=c.label, scores=c.scores) for c in found])

@@ -15,13 +15,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHARSERVE_", extra="ignore")
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder holding one sub-folder per model artifact")
-    models: list[str] = Field(["speller"], description="models to load; JSON list in the environment")
+    models: list[str] = Field(["speller", "classifier"], description="models to load; JSON list in the environment")
     providers: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; cuda: fail without one"
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0: one per core)")
-    inference_workers: int = Field(2, ge=1, description="threads running ONNX Runtime off the event loop")
-    max_pending: int = Field(64, ge=1, description="requests admitted to inference at once; beyond: 503")
+    inference_workers: int = Field(
+        2, ge=1, description="model calls (batches) running at once, all models together, off the event loop"
+    )
+    batch_max_texts: int = Field(
+        64, ge=1, description="texts gathered from concurrent requests into one model call; 1 turns batching off"
+    )
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="how long the first text of a batch waits for others to join it"
+    )
+    max_queue_texts: int = Field(
+        256, ge=1, description="texts waiting for a batch, per model; a request that would overflow it gets 503"
+    )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
     speller_max_batch_words: int = Field(
@@ -37,4 +47,8 @@ class Settings(BaseSettings):
     speller_oov_penalty: float | None = Field(
         None, description="override the manifest's penalty for a word outside the dictionary (absent: never)"
     )
+    request_deadline_s: float = Field(
+        30.0, gt=0, description="a request's model work must finish within this many seconds; beyond: 504"
+    )
+    access_log: bool = Field(True, description="one JSON line per request on the charserve.access logger")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")

@@ -15,6 +15,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
 from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
+from app.metrics import Metrics
 from app.settings import Settings
 from app.text import candidate_words, restore_case
 from app.trie import ROOT, DictionaryTrie
@@ -37,7 +38,8 @@ class CorrectedText:
 
 
 class Speller:
-    def __init__(self, folder: Path, settings: Settings) -> None:
+    def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
         self.encoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["encoder"], settings)
         self.decoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["decoder_step"], settings)
@@ -104,12 +106,14 @@ class Speller:
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
         encoded = (memory, keys, h, c, bias)
-        best, found = self._dictionary_beam(words, *encoded)
+        best, found, decoded = self._dictionary_beam(words, *encoded)
         if self.oov_penalty is None:
+            self._observe(len(words), decoded)
             return found
         # The model's own spelling, free of the dictionary, wins only if it beats the best dictionary
         # word by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
-        score, spelled = self._open_greedy(*encoded)
+        score, spelled, greedy_decoded = self._open_greedy(*encoded)
+        self._observe(len(words), decoded + greedy_decoded)
         score -= self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
         score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
         # A copy of the misspelling is no answer: the model saying "looks fine" about a word no dictionary
@@ -118,10 +122,14 @@ class Speller:
         wins = (score > best) & np.array(fresh)
         return [own if win else known for own, win, known in zip(spelled, wins, found, strict=True)]
 
+    def _observe(self, words: int, decoded: int) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch("speller", words, decoded)
+
     def _dictionary_beam(
         self, words: list[str], memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
-    ) -> tuple[np.ndarray, list[str]]:
-        """The best dictionary word for each misspelling, and its score."""
+    ) -> tuple[np.ndarray, list[str], int]:
+        """The best dictionary word for each misspelling, its score, and how many rows × steps were decoded."""
         beam, weight, vocab = self.beam_size, self.prior_weight, len(self.id_to_byte)
         edit_weight = self.edit_penalty
         batch = len(words)
@@ -137,6 +145,7 @@ class Speller:
         best = np.full(batch, -np.inf, dtype=np.float32)
         best_ids = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
         live = np.arange(batch)  # words still searching, in the order of the rows
+        decoded = 0
         # No finished word can score above its best live hypothesis plus the largest prior.
         prior_bound = weight * self.trie.max_log_prior
 
@@ -144,6 +153,7 @@ class Speller:
             logits, h, c = self.decoder.run(
                 None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
             )
+            decoded += len(token)
             logp = np.where(self.trie.allowed[nodes], _log_softmax(logits), -np.inf)
             total = (score.reshape(-1, 1) + logp).reshape(len(live), beam * vocab)
             top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
@@ -179,21 +189,24 @@ class Speller:
                 h, c, memory, keys, bias = h[:, keep], c[:, keep], memory[keep], keys[keep], bias[keep]
             if live.size == 0:
                 break
-        return best, self._spell(best_ids)
+        return best, self._spell(best_ids), decoded
 
     def _open_greedy(
         self, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
-    ) -> tuple[np.ndarray, list[str]]:
-        """Unconstrained greedy decoding (letters and end only): each word's spelling and log-probability."""
+    ) -> tuple[np.ndarray, list[str], int]:
+        """Unconstrained greedy decoding (letters and end only): each word's log-probability and spelling, and the
+        rows × steps decoded."""
         batch = memory.shape[0]
         out = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
         total = np.zeros(batch, dtype=np.float32)
         live = np.arange(batch)
         token = np.full(batch, self.sos_id, dtype=np.int64)
+        decoded = 0
         for step in range(self.max_steps):
             logits, h, c = self.decoder.run(
                 None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
             )
+            decoded += len(token)
             logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
             token = logp.argmax(axis=1)
             total[live] += logp[np.arange(len(live)), token]
@@ -204,7 +217,7 @@ class Speller:
                 memory, keys, bias = memory[keep], keys[keep], bias[keep]
             if live.size == 0:
                 break
-        return total, self._spell(out)
+        return total, self._spell(out), decoded
 
     def _spell(self, ids: np.ndarray) -> list[str]:
         """[B, S] ids ending in eos → words, converted as one array."""
@@ -221,6 +234,10 @@ class Speller:
         src = np.full((len(words), int(lengths.max())), self.pad_id, dtype=np.int64)
         src[rows, cols] = self.byte_to_id[codes]
         return src, lengths
+
+    def batch(self, texts: list[str]) -> list[CorrectedText]:
+        """What the scheduler calls with the texts of many requests."""
+        return self.correct_texts(texts)
 
     def correct_texts(self, texts: list[str]) -> list[CorrectedText]:
         """Correct every unknown word of every text, all in one batch."""

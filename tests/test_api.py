@@ -19,7 +19,8 @@ def client(tiny_artifact: Path) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def bundled() -> Iterator[TestClient]:
-    assert (BUNDLED_MODELS / "speller" / "manifest.json").is_file(), "models/speller is part of the repository"
+    for name in ("speller", "classifier"):
+        assert (BUNDLED_MODELS / name / "manifest.json").is_file(), f"models/{name} is part of the repository"
     with TestClient(create_app(Settings())) as c:
         yield c
 
@@ -71,20 +72,25 @@ def test_one_result_per_text_in_order(client: TestClient) -> None:
         ({"texts": ["a"] * 5}, 413, "5 texts in one request; the limit is 4"),
     ],
 )
-def test_bad_input_gets_a_4xx_that_says_why(client: TestClient, body: dict, status: int, message: str) -> None:
-    response = client.post("/correct", json=body)
+@pytest.mark.parametrize("endpoint", ["/correct", "/classify"])
+def test_bad_input_gets_a_4xx_that_says_why(
+    client: TestClient, endpoint: str, body: dict, status: int, message: str
+) -> None:
+    response = client.post(endpoint, json=body)
     assert response.status_code == status
     assert message in str(response.json()["detail"])
 
 
-def test_invalid_json(client: TestClient) -> None:
-    response = client.post("/correct", content=b'{"text": ', headers={"content-type": "application/json"})
+@pytest.mark.parametrize("endpoint", ["/correct", "/classify"])
+def test_invalid_json(client: TestClient, endpoint: str) -> None:
+    response = client.post(endpoint, content=b'{"text": ', headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "JSON decode error" in str(response.json()["detail"])
 
 
-def test_wrong_content_type(client: TestClient) -> None:
-    response = client.post("/correct", content=b"text=teh", headers={"content-type": "text/plain"})
+@pytest.mark.parametrize("endpoint", ["/correct", "/classify"])
+def test_wrong_content_type(client: TestClient, endpoint: str) -> None:
+    response = client.post(endpoint, content=b"text=teh", headers={"content-type": "text/plain"})
     assert response.status_code == 415
     assert "application/json" in response.json()["detail"]
 
@@ -97,15 +103,42 @@ def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
 
 
 def test_overload_is_refused_fast_with_retry_after(client: TestClient) -> None:
-    runner = client.app.state.runner
-    runner.pending = runner.max_pending  # as if that many requests were in flight
+    batcher = client.app.state.batchers["speller"]
+    batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
     try:
         response = client.post("/correct", json={"text": "teh"})
     finally:
-        runner.pending = 0
+        batcher.queued_items = 0
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "overloaded" in response.json()["detail"]
+
+
+def test_a_request_past_its_deadline_gets_504(tiny_artifact: Path) -> None:
+    settings = Settings(models_dir=tiny_artifact, request_deadline_s=1e-6)
+    with TestClient(create_app(settings)) as impatient:
+        response = impatient.post("/correct", json={"texts": ["teh wich abuot peple becuase thier frist"] * 4})
+        assert response.status_code == 504
+        assert "deadline exceeded" in response.json()["detail"]
+        assert impatient.get("/health").status_code == 200
+
+
+def test_metrics_count_requests_batches_and_tokens(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact))) as fresh:
+        fresh.post("/correct", json={"texts": ["teh wich", "abuot"]})
+        fresh.post("/classify", json={"texts": ["Anna_Smith", "Conus alba", "Tanaka River"]})
+        fresh.post("/classify", json={"text": ""})
+        text = fresh.get("/metrics").text
+    assert 'charserve_requests_total{endpoint="/correct",status="200"} 1.0' in text
+    assert 'charserve_requests_total{endpoint="/classify",status="422"} 1.0' in text
+    assert 'charserve_request_seconds_count{endpoint="/classify"} 2.0' in text
+    # The warm-up's batch of 2 names, then the request's one batch of 3.
+    assert 'charserve_batch_size_count{model="classifier"} 2.0' in text
+    assert 'charserve_batch_size_sum{model="classifier"} 5.0' in text
+    tokens = next(line for line in text.splitlines() if line.startswith('charserve_tokens_total{model="speller"}'))
+    assert float(tokens.split()[-1]) > 0
+    assert 'charserve_queue_depth{model="speller"} 0.0' in text
+    assert 'charserve_batch_requests_count{model="classifier"} 1.0' in text
 
 
 def test_openapi_documents_schemas_and_examples(client: TestClient) -> None:
@@ -116,7 +149,34 @@ def test_openapi_documents_schemas_and_examples(client: TestClient) -> None:
     assert {"413", "415", "422", "503"} <= set(correct["responses"])
 
 
-# The bundled, trained model: real corrections.
+def test_classify_answers_one_distribution_per_name_in_order(client: TestClient) -> None:
+    names = ["Anna_Smith", "Tanaka River", "Conus alba"]
+    results = client.post("/classify", json={"texts": names}).json()["results"]
+    assert len(results) == 3
+    labels = ["Person", "Place", "Organisation", "Work", "Species"]
+    for result in results:
+        assert list(result["scores"]) == labels
+        assert abs(sum(result["scores"].values()) - 1) < 1e-3
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+    alone = client.post("/classify", json={"text": "Tanaka River"}).json()["results"][0]
+    assert alone == results[1]  # batched with others or alone, a name gets the same answer
+
+
+def test_classify_reads_underscores_and_percent_encoding_as_the_plain_name(client: TestClient) -> None:
+    texts = ["Jos%C3%A9_M%C3%BCller", "José Müller", "José_Müller"]
+    results = client.post("/classify", json={"texts": texts}).json()["results"]
+    assert results[0] == results[1] == results[2]
+
+
+def test_a_model_left_out_of_the_settings_answers_503(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact, models=["speller"]))) as speller_only:
+        response = speller_only.post("/classify", json={"text": "Antonio_Veciana"})
+        assert response.status_code == 503
+        assert "classifier is not loaded" in response.json()["detail"]
+        assert speller_only.post("/correct", json={"text": "teh"}).status_code == 200
+
+
+# The bundled, trained models: real answers.
 
 
 def test_bundled_model_fixes_a_sentence_and_keeps_case(bundled: TestClient) -> None:
@@ -136,6 +196,20 @@ def test_bundled_model_leaves_known_words_alone(bundled: TestClient) -> None:
     assert bundled.post("/correct", json={"text": text}).json()["results"][0] == {"text": text, "corrections": []}
 
 
-def test_bundled_ready_reports_model_and_provider(bundled: TestClient) -> None:
+def test_bundled_ready_reports_models_and_providers(bundled: TestClient) -> None:
     models = bundled.get("/ready").json()["models"]
-    assert [(m["name"], m["provider"]) for m in models] == [("speller", "CPUExecutionProvider")]
+    expected = [("speller", "CPUExecutionProvider"), ("classifier", "CPUExecutionProvider")]
+    assert [(m["name"], m["provider"]) for m in models] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("Antonio_Veciana", "Person"),
+        ("A_Midsummer_Night's_Dream_(1909_film)", "Work"),
+        ("%C5%BDeljko_Ivanek", "Person"),
+        ("Kneuterdijk Palace", "Place"),
+    ],
+)
+def test_bundled_classifier_tells_plain_cases(bundled: TestClient, name: str, label: str) -> None:
+    assert bundled.post("/classify", json={"text": name}).json()["results"][0]["label"] == label
