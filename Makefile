@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# checkov pins many libraries of its own: it and kubernetes-validate get a virtualenv of their own.
+INFRA := .venv-infra/bin/checkov
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -10,7 +12,8 @@ SPELLING ?= ../shared/data/spelling
 SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.1.0
 
-.PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure
+.PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
+	classifier-train classifier-artifact
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +21,12 @@ $(PY):
 install-serve: $(PY)
 	$(PIP) -e ".[cpu]"
 
-install-test: $(PY)
+install-test: $(PY) $(INFRA)
 	$(PIP) -e ".[cpu,train,dev]"
+
+$(INFRA):
+	$(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/python -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "kubernetes-validate==1.37.0"
 
 ## Install the serving dependencies and start the API on the bundled models.
 serve: install-serve
@@ -47,8 +54,24 @@ speller-measure: install-test
 	PYTHONHASHSEED=0 $(PY) -m bench.speller_quality --data $(SPELLING) --write-manifest
 	$(PY) -m bench.speller_report
 
+DBPEDIA ?= ../shared/data/dbpedia
+CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B
+
+## Train the classifier's three members (one after another; each writes best.pt, curves.png, confusion.png).
+classifier-train: install-test
+	$(PY) -m training.classifier --data $(DBPEDIA) --out runs/classifier --dropout 0.3
+	$(PY) -m training.classifier --data $(DBPEDIA) --out runs/cls_A --dropout 0.5 --class-weight inverse-sqrt
+	$(PY) -m training.classifier --data $(DBPEDIA) --out runs/cls_B --dropout 0.5
+
+## Export the members' average to models/classifier and measure it beside the TF-IDF + SVM peer.
+classifier-artifact: install-test
+	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA)
+	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_RUNS)) --version 1.0.0
+	cp runs/classifier/curves.png docs/classifier_curves.png
+	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
+
 lint: $(PY)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache
