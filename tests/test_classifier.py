@@ -13,7 +13,7 @@ from app.classifier import normalise as served_normalise
 from app.settings import Settings
 from training import classifier_data
 from training.classifier import PRESETS, clip, encode, predict
-from training.classifier_model import NameClassifier, NameClassifierEnsemble
+from training.classifier_model import NameClassifier, NameClassifierEnsemble, hashed_ngrams
 from training.export import export_classifier, load_classifier
 
 TRICKY = [
@@ -48,7 +48,10 @@ def test_vocab_keeps_frequent_characters_after_the_specials() -> None:
 def test_gradients_match_finite_differences() -> None:
     """Every parameter's analytic gradient, float64, against finite differences on a tiny instance."""
     torch.manual_seed(0)
-    model = NameClassifier(vocab_size=7, classes=5, emb=3, hidden=4, dense=4, dropout=0.0).double()
+    model = NameClassifier(
+        vocab_size=7, classes=5, emb=3, hidden=4, dense=4, dropout=0.0, ngram_buckets=11, ngram_dim=3
+    )
+    model = model.double()
     ids = torch.tensor([[2, 3, 4, 0], [5, 6, 2, 3]])
     lengths, targets = torch.tensor([3, 4]), torch.tensor([1, 3])
     names = [name for name, _ in model.named_parameters()]
@@ -64,7 +67,8 @@ def test_gradients_match_finite_differences() -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[NameClassifier, ort.InferenceSession]:
     torch.manual_seed(0)
-    model = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16).eval()
+    # The n-gram bag included, so its in-graph hashing is checked against PyTorch's too.
+    model = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16, ngram_buckets=97, ngram_dim=8).eval()
     path = export_classifier(model, tmp_path_factory.mktemp("onnx"))
     return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -153,3 +157,12 @@ def test_an_ensemble_exports_as_the_mean_of_its_members(tmp_path: Path) -> None:
         want = torch.stack([torch.softmax(m(ids, lengths), dim=-1) for m in members]).mean(dim=0).numpy()
     (got,) = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_hashed_ngrams_cover_exactly_the_ngrams_inside_each_name() -> None:
+    ids = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]])
+    grams, inside = hashed_ngrams(ids, torch.tensor([3, 5]), n_max=3, buckets=1000)
+    assert inside[0].sum().item() == 3 + 2 + 1 and inside[1].sum().item() == 5 + 4 + 3
+    # The same n-gram gets the same bucket wherever it is: "5 6" starts both names.
+    assert grams[0, 0, 1] == grams[1, 0, 1] and grams[0, 0, 2] == grams[1, 0, 2]
+    assert grams[0, 0, 0] != grams[0, 1, 0]  # different characters, different buckets (here)

@@ -120,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        ("batch-size", int), ("lr", float), ("epochs", int)]:  # fmt: skip
         parser.add_argument(f"--{flag}", type=kind, help="overrides the preset")
     parser.add_argument("--optimizer", choices=["sgd", "adam"], help="overrides the preset")
+    parser.add_argument("--ngram-buckets", type=int, default=0, help="hashed character n-gram bag (0: none)")
+    parser.add_argument("--ngram-dim", type=int, default=32)
     parser.add_argument(
         "--class-weight", choices=["none", "inverse-sqrt"], default="none",
         help="weigh the loss by 1/sqrt(class frequency): rare classes (Organisation is 6.5%%) count for more",
@@ -149,8 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"train {len(train)} names, valid {len(valid)}, test {len(data.test)}, vocabulary {len(data.vocab)}")
 
     model = NameClassifier(
-        len(data.vocab), len(LABELS), args.emb, args.hidden, args.dense, args.bidirectional, args.max_pool, args.dropout
-    )
+        len(data.vocab), len(LABELS), args.emb, args.hidden, args.dense, args.bidirectional, args.max_pool,
+        args.dropout, args.ngram_buckets, args.ngram_dim,
+    )  # fmt: skip
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
     counts = torch.bincount(torch.tensor([y for _, y in train]), minlength=len(LABELS)).float().clamp_min(1)

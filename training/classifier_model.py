@@ -15,6 +15,22 @@ from torch import nn
 from training.sequence import gather_time, reverse_within_length
 
 NEG_LARGE = -1e4  # fills padding before the max over time; finite so that gradients stay finite
+HASH_MODULUS = 2_147_483_647  # n-gram hashes stay below 2^31, so the int64 arithmetic never overflows
+HASH_BASE = 1_000_003
+
+
+def hashed_ngrams(ids: torch.Tensor, lengths: torch.Tensor, n_max: int, buckets: int) -> tuple[torch.Tensor, ...]:
+    """Every character n-gram (1 to n_max) of each name as a bucket id, computed from the character ids in
+    the graph itself: [B, T, n_max] ids and a [B, T, n_max] mask of the n-grams that lie inside the name."""
+    positions = torch.arange(ids.size(1), device=ids.device)[None, :]
+    h = torch.zeros_like(ids)
+    grams, inside = [], []
+    for n in range(1, n_max + 1):
+        shifted = torch.cat([ids[:, n - 1 :], torch.zeros_like(ids[:, : n - 1])], dim=1)  # ids[:, i + n - 1]
+        h = torch.remainder(h * HASH_BASE + shifted + 1, HASH_MODULUS)
+        grams.append(torch.remainder(h * (2 * n + 1), buckets))  # n folded in: equal hashes of unequal n differ
+        inside.append(positions + n <= lengths[:, None])
+    return torch.stack(grams, dim=-1), torch.stack(inside, dim=-1)
 
 
 class NameClassifier(nn.Module):
@@ -28,11 +44,15 @@ class NameClassifier(nn.Module):
         bidirectional: bool = True,
         max_pool: bool = True,
         dropout: float = 0.3,
+        ngram_buckets: int = 0,
+        ngram_dim: int = 32,
+        ngram_max: int = 5,
     ) -> None:
         super().__init__()
         self.config = {
             "vocab_size": vocab_size, "classes": classes, "emb": emb, "hidden": hidden, "dense": dense,
             "bidirectional": bidirectional, "max_pool": max_pool, "dropout": dropout,
+            "ngram_buckets": ngram_buckets, "ngram_dim": ngram_dim, "ngram_max": ngram_max,
         }  # fmt: skip
         if emb:
             self.embed = nn.Embedding(vocab_size, emb, padding_idx=0)
@@ -42,7 +62,11 @@ class NameClassifier(nn.Module):
         # The reversed reader comes first: with bidirectional=False it is the lab's whole model.
         self.rnn_bwd = nn.LSTM(width, hidden, batch_first=True)
         self.rnn_fwd = nn.LSTM(width, hidden, batch_first=True) if bidirectional else None
-        features = hidden * (2 if bidirectional else 1) * (2 if max_pool else 1)
+        # Optional: the mean embedding of the name's hashed character n-grams (fastText's bag), the signal a
+        # linear model over n-grams lives on, beside what the LSTMs read in order.
+        self.ngrams = nn.Embedding(ngram_buckets, ngram_dim) if ngram_buckets else None
+        self.ngram_buckets, self.ngram_max = ngram_buckets, ngram_max
+        features = hidden * (2 if bidirectional else 1) * (2 if max_pool else 1) + (ngram_dim if ngram_buckets else 0)
         self.hidden = nn.Linear(features, dense)
         self.out = nn.Linear(dense, classes)
         self.drop = nn.Dropout(dropout)
@@ -62,6 +86,11 @@ class NameClassifier(nn.Module):
         if self.max_pool:
             real = (torch.arange(ids.size(1), device=ids.device)[None, :] < lengths[:, None])[:, :, None]
             features += [torch.where(real, o, NEG_LARGE).amax(dim=1) for o in outputs]
+        if self.ngrams is not None:
+            grams, inside = hashed_ngrams(ids, lengths, self.ngram_max, self.ngram_buckets)
+            weights = inside.to(x.dtype)
+            bag = (self.ngrams(grams) * weights[..., None]).sum(dim=(1, 2)) / weights.sum(dim=(1, 2))[:, None]
+            features.append(self.drop(bag))
         h = torch.relu(self.hidden(self.drop(torch.cat(features, dim=-1))))
         return self.out(self.drop(h))
 
