@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="training output folders, each with best.pt")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
+    parser.add_argument("--out", type=Path, help="also write the table here (docs/classifier_ensemble.md)")
     args = parser.parse_args(argv)
     valid = classifier_data.build(args.data).valid
     truth = [y for _, y in valid]
@@ -28,11 +29,17 @@ def main(argv: list[str] | None = None) -> None:
         model, state = load_classifier(run / "best.pt")
         char_id = {ch: i for i, ch in enumerate(state["vocab"])}
         probs[run] = predict(model, [clip(n, state["max_len"], state["keep_end"]) for n, _ in valid], char_id)
+    rows = []
     for size in range(1, len(args.runs) + 1):
         for combo in itertools.combinations(args.runs, size):
             found = scores(truth, torch.stack([probs[r] for r in combo]).mean(dim=0).argmax(dim=1).tolist())
-            names = " + ".join(str(r) for r in combo)
-            print(f"{names}: valid accuracy {found['accuracy']:.4f}, macro-F1 {found['macro_f1']:.4f}")
+            rows.append((found["macro_f1"], found["accuracy"], " + ".join(r.name for r in combo)))
+    lines = ["| members | valid accuracy | valid macro-F1 |", "|---|---|---|"]
+    lines += [f"| {names} | {acc:.4f} | {f1:.4f} |" for f1, acc, names in sorted(rows, reverse=True)]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        args.out.write_text(table)
 
 
 if __name__ == "__main__":

@@ -143,9 +143,21 @@ def write_report(docs: Path, table: str, manifest: dict) -> None:
         f"{manifest.get('ensemble_members', 1)} NameClassifier(s) in one ONNX graph that averages their "
         "probabilities:\n\n" + "\n".join(rows)
     )
+    ensemble_path = docs / "classifier_ensemble.md"
+    if ensemble_path.exists():  # the 15 best sets here; all of them in the file
+        lines = ensemble_path.read_text().splitlines()
+        ensemble = (
+            "\n".join(lines[:17])
+            + f"\n\nAll {len(lines) - 2} sets: [classifier_ensemble.md](classifier_ensemble.md).\n"
+        )
+    else:
+        ensemble = "(not measured yet)\n"
     template = (docs / "classifier.template.md").read_text()
     (docs / "classifier.md").write_text(
-        template.replace("{{QUALITY}}", table).replace("{{LAB}}", lab_text).replace("{{MODEL}}", model_text)
+        template.replace("{{QUALITY}}", table)
+        .replace("{{LAB}}", lab_text)
+        .replace("{{MODEL}}", model_text)
+        .replace("{{ENSEMBLE}}", ensemble)
     )
 
 
