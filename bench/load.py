@@ -22,14 +22,30 @@ from dataclasses import dataclass, field
 import aiohttp
 import numpy as np
 
-# What each endpoint gets by default: single short inputs, drawn at random from a small pool.
+
+def misspellings(count: int = 2000, seed: int = 0) -> list[str]:
+    """Distinct one-edit typos of frequent English words: the speller deduplicates the words of a batch, so a
+    small pool would flatter batching."""
+    from wordfreq import top_n_list
+
+    from training.speller_data import make_typo
+
+    rng = random.Random(seed)
+    words = [w for w in top_n_list("en", 20000) if w.isascii() and w.isalpha() and len(w) >= 4]
+    typos = {make_typo(w, rng) for w in words}
+    known = set(words)
+    return rng.sample(sorted(t for t in typos if t not in known), count)
+
+
+# What each endpoint gets: single short inputs, drawn at random from a pool.
 BODIES = {
-    "/correct": [{"text": w} for w in ("recieve", "definately", "seperate", "occured", "wich", "beleive", "untill")],
+    "/correct": [{"text": w} for w in misspellings()],
     "/classify": [
         {"text": n}
-        for n in ("Antonio_Veciana", "Kneuterdijk_Palace", "Conus_alba", "The_Who", "A_Midsummer_Night's_Dream")
+        for n in ("Antonio_Veciana", "Kneuterdijk_Palace", "Conus_alba", "The_Who", "A_Midsummer_Night's_Dream",
+                  "%C5%BDeljko_Ivanek", "Royal_Dutch_Shell", "Acacia_nigra", "Lake_Geneva", "Abbey_Road_(album)")
     ],
-}
+}  # fmt: skip
 
 
 @dataclass
