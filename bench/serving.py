@@ -31,9 +31,9 @@ SERVERS: dict[str, dict[str, str]] = {
 }
 
 
-def start_server(env: dict[str, str], cores: str, port: int) -> subprocess.Popen:
+def start_server(env: dict[str, str], cores: str, port: int, extra: list[str] | None = None) -> subprocess.Popen:
     command = ["taskset", "-c", cores, sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
-               "--log-level", "warning"]  # fmt: skip
+               "--log-level", "warning", *(extra or [])]  # fmt: skip
     settings = {**os.environ, "CHARSERVE_ACCESS_LOG": "false", "CHARSERVE_INFERENCE_WORKERS": "1", **env}
     log = open(f"/tmp/bench-serving-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, cwd=ROOT, env=settings, stdout=log, stderr=subprocess.STDOUT)

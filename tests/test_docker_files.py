@@ -34,7 +34,7 @@ def test_compose_has_the_promised_services_and_profiles() -> None:
     assert device["capabilities"] == ["gpu"]
     scaled = [name for name, s in services.items() if s.get("profiles") == ["scale"]]
     assert "nginx" in scaled and len(scaled) >= 3
-    assert all(k.startswith(("CHARSERVE_", "PORT")) for k in services["api"]["environment"])
+    assert all(k.startswith(("CHARSERVE_", "UVICORN_", "PORT")) for k in services["api"]["environment"])
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")

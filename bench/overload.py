@@ -1,0 +1,76 @@
+"""Overload: an open loop well past capacity, against the server with and without uvicorn's concurrency limit.
+
+    python -m bench.overload --rate 600 --seconds 8
+
+The server runs on --server-cores, the load generator on --client-cores. What matters: how fast the
+refusals come, and how long the admitted requests wait. Writes docs/overload.json and docs/overload.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+
+from bench.load import BODIES, open_loop
+from bench.serving import ROOT, start_server
+
+CONFIGS = {"no concurrency limit": [], "uvicorn --limit-concurrency 96 (the default of make serve and the image)": [
+    "--limit-concurrency", "96"]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-cores", default="0")
+    parser.add_argument("--client-cores", default="1")
+    parser.add_argument("--endpoint", default="/correct")
+    parser.add_argument("--rate", type=float, default=600)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--port", type=int, default=18450)
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
+    rows = []
+    for name, extra in CONFIGS.items():
+        server = start_server({}, args.server_cores, args.port, extra)
+        try:
+            url = f"http://127.0.0.1:{args.port}{args.endpoint}"
+            result = asyncio.run(open_loop(url, BODIES[args.endpoint], args.rate, args.seconds))
+            rows.append({"server": name, **result.summary()})
+            print(json.dumps(rows[-1]), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    report = {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "endpoint": args.endpoint,
+        "rate": args.rate,
+        "rows": rows,
+    }
+    out = ROOT / "docs" / "overload.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Overload",
+        "",
+        f"Measured {report['measured']} with `{report['command']}`: an open loop of {args.rate:g} single-text "
+        f"requests/s to `{args.endpoint}` for {args.seconds:g} s, server on core(s) {args.server_cores}, load "
+        f"generator on core(s) {args.client_cores}. Latencies are of the answered (200) requests.",
+        "",
+        "| server | 200 | 503 | other | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        other = sum(v for k, v in r["statuses"].items() if k not in ("200", "503"))
+        lines.append(
+            f"| {r['server']} | {r['statuses'].get('200', 0)} | {r['statuses'].get('503', 0)} | {other} | "
+            f"{r['p50_ms']} | {r['p99_ms']} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
