@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,9 @@ def open_session(folder: Path, graph: GraphSpec, settings: Settings) -> ort.Infe
     """One session for one graph; its input and output names must be the manifest's."""
     path = folder / graph.file
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
+    # 0 means "the cores this process may use", counted here: left at 0, ONNX Runtime counts the machine's
+    # cores and pins its own threads to them, escaping taskset and cpuset limits (seen in bench/serving.py).
+    options.intra_op_num_threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:

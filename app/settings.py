@@ -19,7 +19,9 @@ class Settings(BaseSettings):
     providers: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; cuda: fail without one"
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session (0: one per core)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads per session (0: one per core this process may use)"
+    )
     inference_workers: int = Field(
         2, ge=1, description="model calls (batches) running at once, all models together, off the event loop"
     )

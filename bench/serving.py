@@ -4,7 +4,8 @@ generator (bench/load.py) to the others.
     python -m bench.serving --server-cores 0 --client-cores 1 --seconds 15
 
 Servers so far: this service with batching off (every request its own model call) and on (the
-dynamic batcher). Results go to docs/benchmarks.json and docs/benchmarks.md.
+dynamic batcher), and LitServe serving the same models with the same inference code
+(bench/litserve_server.py, its own batching). Results go to docs/benchmarks.json and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,16 +26,25 @@ from bench.load import BODIES, closed_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SERVERS: dict[str, dict[str, str]] = {
-    "charserve, batching off": {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"},
-    "charserve": {},
+UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning"]
+LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-timeout", "0.002"]
+# name → (python arguments, environment); the port is appended.
+SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
+    "charserve": (UVICORN, {}),
+    "LitServe (max_batch_size 64, batch_timeout 2 ms)": (LITSERVE, {}),
 }
 
 
-def start_server(env: dict[str, str], cores: str, port: int, extra: list[str] | None = None) -> subprocess.Popen:
-    command = ["taskset", "-c", cores, sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
-               "--log-level", "warning", *(extra or [])]  # fmt: skip
-    settings = {**os.environ, "CHARSERVE_ACCESS_LOG": "false", "CHARSERVE_INFERENCE_WORKERS": "1", **env}
+def start_server(
+    env: dict[str, str], cores: str, port: int, extra: list[str] | None = None, python_args: list[str] = UVICORN
+) -> subprocess.Popen:
+    command = ["taskset", "-c", cores, sys.executable, *python_args, "--port", str(port), *(extra or [])]
+    # ONNX Runtime sizes its pool by the machine's cores, not the pinned ones: tell it, or its spinning
+    # threads fight over the one core (runs varied by a third before this).
+    threads = str(len(cores.split(",")))
+    settings = {**os.environ, "CHARSERVE_ACCESS_LOG": "false", "CHARSERVE_INFERENCE_WORKERS": "1",
+                "CHARSERVE_INTRA_OP_THREADS": threads, **env}  # fmt: skip
     log = open(f"/tmp/bench-serving-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, cwd=ROOT, env=settings, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -60,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     rows = []
-    for name, env in SERVERS.items():
-        server = start_server(env, args.server_cores, args.port)
+    for name, (python_args, env) in SERVERS.items():
+        server = start_server(env, args.server_cores, args.port, python_args=python_args)
         try:
             for endpoint in args.endpoints:
                 url = f"http://127.0.0.1:{args.port}{endpoint}"
@@ -93,12 +103,12 @@ def markdown(report: dict) -> str:
         f"Measured {report['measured']} with `{report['command']}`: server on core(s) {report['server_cores']}, "
         f"load generator on core(s) {report['client_cores']}, closed loop, single-text requests.",
         "",
-        "| server | endpoint | concurrency | ok req/s | p50 ms | p95 ms | p99 ms | statuses | vs batching off |",
+        "| server | endpoint | concurrency | ok req/s | p50 ms | p95 ms | p99 ms | statuses | charserve ÷ this |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    base = {r["endpoint"]: r["ok_per_s"] for r in report["rows"] if r["server"] == "charserve, batching off"}
+    ours = {r["endpoint"]: r["ok_per_s"] for r in report["rows"] if r["server"] == "charserve"}
     for r in report["rows"]:
-        ratio = r["ok_per_s"] / base[r["endpoint"]] if base.get(r["endpoint"]) else float("nan")
+        ratio = ours[r["endpoint"]] / r["ok_per_s"] if ours.get(r["endpoint"]) and r["ok_per_s"] else float("nan")
         lines.append(
             f"| {r['server']} | {r['endpoint']} | {r['concurrency']} | {r['ok_per_s']} | {r['p50_ms']} | "
             f"{r['p95_ms']} | {r['p99_ms']} | {r['statuses']} | {ratio:.2f}x |"
@@ -107,7 +117,10 @@ def markdown(report: dict) -> str:
         "",
         "`/correct` bodies are single distinct misspellings (2,000 one-edit typos of frequent English words,",
         "`bench/load.py`), so that the speller's deduplication of a batch's words does not flatter batching.",
-        "Server: `CHARSERVE_INFERENCE_WORKERS=1`, batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`.",
+        "Server: `CHARSERVE_INFERENCE_WORKERS=1`, `CHARSERVE_INTRA_OP_THREADS` = its cores,",
+        "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. LitServe runs the",
+        "same `app/` inference modules on the same ONNX files, one worker, its own batching",
+        "(bench/litserve_server.py).",
     ]
     return "\n".join(lines) + "\n"
 
