@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
-from app.metrics import Metrics, metrics_middleware
+from app.metrics import Metrics, MetricsMiddleware
 from app.registry import ModelRegistry
 from app.routes import router
 from app.settings import Settings
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry()
     app.state.batchers = {}
     app.include_router(router)
-    app.middleware("http")(metrics_middleware(metrics))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:

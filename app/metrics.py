@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("charserve.access")
 
@@ -56,36 +54,39 @@ class Metrics:
         self.tokens.labels(model).inc(tokens)
 
 
-def endpoint_of(request: Request) -> str:
-    """The route's template, not the raw path: unknown paths share one label instead of one each."""
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+class MetricsMiddleware:
+    """Counts, times and logs every HTTP request. A plain ASGI middleware: Starlette's `@app.middleware("http")`
+    wraps each request in extra tasks and streams, which cost as much as a small model call here."""
 
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
 
-def metrics_middleware(metrics: Metrics) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable]:
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            elapsed = time.perf_counter() - started
-            endpoint = endpoint_of(request)
-            if endpoint != "/metrics":
-                metrics.requests.labels(endpoint, str(status)).inc()
-                metrics.latency.labels(endpoint).observe(elapsed)
-            access_log.info(
-                json.dumps(
-                    {
-                        "method": request.method,
-                        "path": request.url.path,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                        "client": request.client.host if request.client else None,
-                    }
-                )
-            )
 
-    return middleware
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        # The route's template, not the raw path: unknown paths share one label instead of one each.
+        endpoint = getattr(scope.get("route"), "path", "unmatched")
+        if endpoint != "/metrics":
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(elapsed)
+        if not access_log.disabled:
+            client = scope.get("client")
+            line = {"method": scope["method"], "path": scope["path"], "status": status,
+                    "ms": round(elapsed * 1000, 2), "client": client[0] if client else None}  # fmt: skip
+            access_log.info(json.dumps(line))
