@@ -16,7 +16,7 @@ import os
 import sys
 
 from bench.load import BODIES, open_loop
-from bench.serving import ROOT, start_server
+from bench.serving import ROOT, start_server, stop_server
 
 CONFIGS = {"no concurrency limit": [], "uvicorn --limit-concurrency 96 (the default of make serve and the image)": [
     "--limit-concurrency", "96"]}  # fmt: skip
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({"server": name, **result.summary()})
             print(json.dumps(rows[-1]), flush=True)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            stop_server(server)
     report = {
         "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),

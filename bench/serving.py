@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,26 +39,51 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start_server(
     env: dict[str, str], cores: str, port: int, extra: list[str] | None = None, python_args: list[str] = UVICORN
 ) -> subprocess.Popen:
+    """Start one server in a session of its own (so stop_server reaches its worker processes too) and wait
+    until it is ready. A port already taken is an error: /ready would be answered by whatever holds it."""
+    for _ in range(150):  # the previous server's processes may take a moment to release it
+        if not port_in_use(port):
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError(f"port {port} is already in use: stop what holds it first")
     command = ["taskset", "-c", cores, sys.executable, *python_args, "--port", str(port), *(extra or [])]
-    # ONNX Runtime sizes its pool by the machine's cores, not the pinned ones: tell it, or its spinning
-    # threads fight over the one core (runs varied by a third before this).
+    # ONNX Runtime sizes its pool by the machine's cores, not the pinned ones: tell it.
     threads = str(len(cores.split(",")))
     settings = {**os.environ, "CHARSERVE_ACCESS_LOG": "false", "CHARSERVE_INFERENCE_WORKERS": "1",
                 "CHARSERVE_INTRA_OP_THREADS": threads, **env}  # fmt: skip
     log = open(f"/tmp/bench-serving-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(command, cwd=ROOT, env=settings, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=settings, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
                 return process
         except httpx.TransportError:
             time.sleep(0.2)
-    process.kill()
+    stop_server(process)
     raise RuntimeError(f"server with {env} not ready; see {log.name}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole session (LitServe runs workers in child processes), SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(json.dumps(row), flush=True)
                     runs.append(row)
             finally:
-                server.terminate()
-                server.wait(timeout=60)
+                stop_server(server)
     rows = [median_row([r for r in runs if (r["server"], r["endpoint"]) == key]) for key in dict.fromkeys(
         (r["server"], r["endpoint"]) for r in runs)]  # fmt: skip
     report = {
