@@ -12,19 +12,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import time
 from pathlib import Path
 
 import httpx
 
 from bench.classifier_baseline import run as run_peer
+from bench.harness import api_client, replace_block
 from training import classifier_data
 from training.classifier import save_confusion, scores
 
 BATCH = 64  # names per request: the service's default limit
 BAR = 0.03  # the issue: beat the peer by at least 3 points of accuracy and of macro-F1
-MARK_START, MARK_END = "<!-- classifier-quality:start -->", "<!-- classifier-quality:end -->"
 
 
 def classify(client: httpx.Client, titles: list[str]) -> list[int]:
@@ -90,28 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     args.docs.mkdir(parents=True, exist_ok=True)
-    if args.url:
-        with httpx.Client(base_url=args.url, timeout=60) as client:
-            results = run(client, args.data, args.docs)
-    else:
-        from fastapi.testclient import TestClient
-
-        from app.main import create_app
-        from app.settings import Settings
-
-        with TestClient(create_app(Settings(models_dir=args.models_dir, models=["classifier"]))) as client:
-            results = run(client, args.data, args.docs)
+    with api_client(args.url, args.models_dir, "classifier") as client:
+        results = run(client, args.data, args.docs)
     (args.docs / "classifier_quality.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.docs / "classifier_quality.md").write_text(table)
     print(table)
-    readme = Path("README.md")
-    text = readme.read_text()
-    if MARK_START in text:
-        block = f"{MARK_START}\n{table}{MARK_END}"
-        readme.write_text(
-            re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-        )
+    replace_block(Path("README.md"), "classifier-quality", table)
     manifest_path = args.models_dir / "classifier" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     if args.write_manifest:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.harness import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- container:start -->", "<!-- container:end -->"
 
 
 def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -97,17 +97,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_readme(result: dict) -> None:
     block = (
-        f"{MARK_START}\nMeasured {result['measured']} with `{result['command']}` (Docker engine and stand-in "
+        f"Measured {result['measured']} with `{result['command']}` (Docker engine and stand-in "
         "`python:3.11-slim` from `../shared/tools/docker-local.sh`, 2 CPU cores): image "
         f"**{result['image_mb']:.0f} MB**, of which {result['base_image_mb']:.0f} MB is the base image "
         "(the stand-in's Debian Python; the real `python:3.11-slim` is smaller); container start to `/ready` 200, "
         "both models loaded and warmed: "
         f"median **{result['start_to_ready_median']:.1f} s** over {len(result['start_to_ready_seconds'])} starts "
-        f"({', '.join(f'{s:.1f}' for s in result['start_to_ready_seconds'])} s).\n{MARK_END}"
+        f"({', '.join(f'{s:.1f}' for s in result['start_to_ready_seconds'])} s).\n"
     )
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    readme.write_text(re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S))
+    replace_block(ROOT / "README.md", "container", block)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from spellchecker import SpellChecker
 from symspellpy import SymSpell, Verbosity
 from wordfreq import top_n_list
 
+from bench.harness import api_client
 from training import speller_data
 
 BATCH = 64  # texts per request: the service's default limit
@@ -146,17 +147,8 @@ def main(argv: list[str] | None = None) -> None:
 
     dictionary_file = args.models_dir / "speller" / "dictionary.txt"
     dictionary = {line.split("\t")[0] for line in dictionary_file.read_text().splitlines()}
-    if args.url:
-        with httpx.Client(base_url=args.url, timeout=60) as client:
-            results = run(client, args.data, dictionary)
-    else:
-        from fastapi.testclient import TestClient
-
-        from app.main import create_app
-        from app.settings import Settings
-
-        with TestClient(create_app(Settings(models_dir=args.models_dir, models=["speller"]))) as client:
-            results = run(client, args.data, dictionary)
+    with api_client(args.url, args.models_dir, "speller") as client:
+        results = run(client, args.data, dictionary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results))

@@ -6,12 +6,10 @@ python -m bench.speller_report
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from bench.harness import replace_block
 from bench.speller_quality import markdown
-
-MARK_START, MARK_END = "<!-- quality:start -->", "<!-- quality:end -->"
 
 
 def decoding_table(decoding: dict) -> str:
@@ -46,10 +44,7 @@ def main() -> None:
         f"{'met' if ours['false_positives_top1000']['rate'] <= 0.01 else '**not met**'}.\n"
     )
     readme = Path("README.md")
-    text = readme.read_text()
-    block = f"{MARK_START}\n{table}\n{summary}{MARK_END}"
-    text = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
-    readme.write_text(text)
+    replace_block(readme, "quality", f"{table}\n{summary}")
 
     training = manifest["training"]
     doc = Path("docs/speller.md")

@@ -1,0 +1,35 @@
+"""What the benches share: a client for the API (a running server or the app in-process) and the README's
+generated blocks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+@contextmanager
+def api_client(url: str | None, models_dir: Path, model: str) -> Iterator[httpx.Client]:
+    """The server at `url`, or, without one, the app in-process on `models_dir` with only `model` loaded."""
+    if url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+        return
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(models_dir=models_dir, models=[model]))) as client:
+        yield client
+
+
+def replace_block(path: Path, name: str, body: str) -> None:
+    """Put `body` between `<!-- name:start -->` and `<!-- name:end -->` in `path`; nothing if the markers are absent."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    block = f"{start}\n{body}{end}"
+    path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
