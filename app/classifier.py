@@ -10,6 +10,7 @@ from urllib.parse import unquote
 import numpy as np
 import onnxruntime as ort
 
+from app.arrays import pad_rows
 from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
@@ -68,11 +69,7 @@ class Classifier:
         points = np.frombuffer("".join(names).encode("utf-32-le"), dtype=np.uint32)
         slot = np.minimum(np.searchsorted(self.code_points, points), len(self.code_points) - 1)
         char_ids = np.where(self.code_points[slot] == points, self.code_ids[slot], self.unk_id)
-        rows = np.repeat(np.arange(len(names)), lengths)
-        cols = np.arange(len(points)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        ids = np.full((len(names), int(lengths.max())), self.pad_id, dtype=np.int64)
-        ids[rows, cols] = char_ids
-        return ids, lengths
+        return pad_rows(char_ids, lengths, self.pad_id), lengths
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """[B, classes], every text of the call in one graph run."""

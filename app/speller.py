@@ -14,6 +14,7 @@ import onnxruntime as ort
 from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
+from app.arrays import pad_rows
 from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
@@ -229,11 +230,7 @@ class Speller:
         """Words → [B, T] ids padded at the end and their lengths, without a loop over characters."""
         lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
         codes = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
-        rows = np.repeat(np.arange(len(words)), lengths)
-        cols = np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        src = np.full((len(words), int(lengths.max())), self.pad_id, dtype=np.int64)
-        src[rows, cols] = self.byte_to_id[codes]
-        return src, lengths
+        return pad_rows(self.byte_to_id[codes], lengths, self.pad_id), lengths
 
     def batch(self, texts: list[str]) -> list[CorrectedText]:
         """What the scheduler calls with the texts of many requests."""
