@@ -26,6 +26,7 @@ from training import classifier_data
 from training.classifier_data import LABELS, Example
 from training.classifier_model import NameClassifier
 from training.curves import save_curves
+from training.sequence import length_batches
 
 PRESETS: dict[str, dict] = {
     "lab": {"emb": 0, "hidden": 50, "dense": 50, "bidirectional": False, "max_pool": False, "dropout": 0.0,
@@ -47,15 +48,6 @@ def encode(names: list[str], char_id: dict[str, int]) -> tuple[torch.Tensor, tor
     for row, name in enumerate(names):
         ids[row, : len(name)] = torch.tensor([char_id.get(ch, 1) for ch in name], dtype=torch.long)
     return ids, lengths
-
-
-def batches(examples: list[Example], batch_size: int, rng: random.Random | None) -> list[list[Example]]:
-    """Batches of similar length (little padding), in shuffled order when training."""
-    order = sorted(examples, key=lambda e: (len(e[0]), rng.random() if rng else 0))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng:
-        rng.shuffle(chunks)
-    return chunks
 
 
 @torch.no_grad()
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     for epoch in range(1, args.epochs + 1):
         model.train()
         started, total, steps = time.time(), 0.0, 0
-        bar = tqdm(batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
+        bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
         for chunk in bar:
             ids, lengths = encode([clip(n, args.max_len, args.keep_end) for n, _ in chunk], char_id)
             loss = loss_fn(model(ids, lengths), torch.tensor([y for _, y in chunk]))

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from training import speller_data
 from training.curves import save_curves
 from training.metrics import exact_match, mean_bleu
+from training.sequence import length_batches
 from training.speller_model import Speller
 
 VOCAB = speller_data.SPECIALS + list(speller_data.ALPHABET)
@@ -55,15 +56,6 @@ def make_batch(pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, ...]:
     )
 
 
-def batches(pairs: list[tuple[str, str]], batch_size: int, rng: random.Random | None) -> list[list[tuple[str, str]]]:
-    """Shuffled batches of similar length, so little of each batch is padding."""
-    order = sorted(pairs, key=lambda p: (len(p[0]), rng.random() if rng else 0))
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if rng:
-        rng.shuffle(chunks)
-    return chunks
-
-
 def predict(model: Speller, words: list[str], max_len: int, batch_size: int = 512) -> list[str]:
     """Greedy corrections for `words`, decoded in batches of similar length, returned in input order."""
     model.eval()
@@ -83,7 +75,7 @@ def evaluate(model: Speller, pairs: list[tuple[str, str]], max_len: int) -> dict
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, reduction="sum")
     total, count = 0.0, 0
     with torch.no_grad():
-        for chunk in batches(pairs, 512, None):
+        for chunk in length_batches(pairs, 512, None):
             src, src_len, tgt_in, tgt_out = make_batch(chunk)
             logits = model(src, src_len, tgt_in)
             total += loss_fn(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1)).item()
@@ -149,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     for epoch in range(1, args.epochs + 1):
         model.train()
         started, total, steps = time.time(), 0.0, 0
-        bar = tqdm(batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
+        bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
         for chunk in bar:
             src, src_len, tgt_in, tgt_out = make_batch(chunk)
             logits = model(src, src_len, tgt_in)
