@@ -125,14 +125,66 @@ def tiny_classifier_run(tiny_dbpedia_dir: Path, tmp_path_factory: pytest.TempPat
     return out
 
 
+# Traditional characters, several with a different simplified form (風 → 风, 東 → 东, 陽 → 阳, 雲 → 云 ...).
+TANG_CHARS = "春風東陽雲長山水月花夜江天人歸來秋日明白青門落時無處行深雨鳥寒城"
+
+
+def tiny_tang_records(count: int, seed: int = 0) -> list[dict]:
+    """Regular four- and eight-line poems of random characters, in chinese-poetry's record format."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(count):
+        chars, lines = rng.choice([5, 7]), rng.choice([4, 8])
+        verses = ["".join(rng.choice(TANG_CHARS) for _ in range(chars)) for _ in range(lines)]
+        paragraphs = [f"{verses[k]}，{verses[k + 1]}。" for k in range(0, lines, 2)]
+        records.append({"author": "無名", "paragraphs": paragraphs, "title": f"詩{i}", "id": f"poem-{i:04d}"})
+    return records
+
+
 @pytest.fixture(scope="session")
-def tiny_artifact(tiny_run: Path, tiny_classifier_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_tang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """poet.tang.*.json and error/ as the npm package has them, with each of the traps the data command removes:
+    a poem listed in error/, a lost character (□), an editorial note, a duplicate text."""
+    folder = tmp_path_factory.mktemp("tang")
+    records = tiny_tang_records(600)
+    records[1]["paragraphs"][0] = "春風□陽雲，長山水月花。"
+    records[2]["paragraphs"][-1] = "春風東陽雲（一作雨），長山水月花。"
+    records[4]["paragraphs"] = list(records[3]["paragraphs"])
+    (folder / "poet.tang.0.json").write_text(json.dumps(records[:300], ensure_ascii=False))
+    (folder / "poet.tang.300.json").write_text(json.dumps(records[300:], ensure_ascii=False))
+    (folder / "error").mkdir()
+    listed = [{**records[0], "error_type": ["內容豆腐塊"]}]
+    (folder / "error" / "poet.tang.0.json").write_text(json.dumps(listed, ensure_ascii=False))
+    return folder
+
+
+def tiny_poet_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--out", str(out), "--epochs", "2", "--emb", "16", "--hidden", "32",
+        "--batch-size", "32", "--min-count", "1", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training import poet
+
+    out = tmp_path_factory.mktemp("poet_run")
+    poet.main(tiny_poet_args(tiny_tang_dir, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(
+    tiny_run: Path, tiny_classifier_run: Path, tiny_poet_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """models/ as export writes it, one folder per model, for the tiny runs; tests copy it before breaking it."""
-    from training.export import write_classifier_artifact, write_speller_artifact
+    from training.export import write_classifier_artifact, write_poet_artifact, write_speller_artifact
 
     models = tmp_path_factory.mktemp("models")
     write_speller_artifact(tiny_run / "best.pt", models / "speller", version="0.0.1")
     write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1")
+    write_poet_artifact(tiny_poet_run / "best.pt", models / "poet", version="0.0.1")
     return models
 
 

