@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 
 from app.batching import DynamicBatcher
+from app.continuous import ContinuousBatcher
 from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -22,7 +23,7 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _batcher(request: Request, name: str) -> DynamicBatcher:
+def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher:
     batcher = request.app.state.batchers.get(name)
     if batcher is None:
         # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
@@ -38,6 +39,11 @@ def get_speller(request: Request) -> DynamicBatcher:
 def get_classifier(request: Request) -> DynamicBatcher:
     """The classifier's scheduler: names in, Classification out, batched with other requests' names."""
     return _batcher(request, "classifier")
+
+
+def get_poet(request: Request) -> ContinuousBatcher:
+    """The poet's scheduler: plans in, poems out, one character of every live poem per step."""
+    return _batcher(request, "poet")
 
 
 def require_json(request: Request) -> None:

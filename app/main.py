@@ -12,8 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
+from app.continuous import ContinuousBatcher
 from app.metrics import Metrics, MetricsMiddleware
-from app.registry import ModelRegistry
+from app.poet import Poet
+from app.registry import ModelRegistry, ServedModel
 from app.routes import router
 from app.settings import Settings
 
@@ -31,6 +33,32 @@ def configure_logging(access_log: bool) -> None:
     logging.getLogger("charserve.access").disabled = not access_log
 
 
+def make_scheduler(
+    name: str, model: ServedModel, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics
+) -> DynamicBatcher | ContinuousBatcher:
+    """Decoders that write one token per step batch continuously; the others gather whole requests."""
+    if isinstance(model, Poet):
+        return ContinuousBatcher(
+            model,
+            max_batch=settings.poet_max_batch,
+            max_queue=settings.poet_max_queue,
+            deadline_s=settings.request_deadline_s,
+            limiter=workers,
+            metrics=metrics,
+            static=settings.poet_scheduling == "static",
+        )
+    return DynamicBatcher(
+        name,
+        model.batch,  # every model but the poet answers whole texts
+        max_batch=settings.batch_max_texts,
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_queue=settings.max_queue_texts,
+        deadline_s=settings.request_deadline_s,
+        limiter=workers,
+        metrics=metrics,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.access_log)
@@ -42,17 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
         workers = anyio.CapacityLimiter(settings.inference_workers)  # shared: the cores are too
         batchers = {
-            name: DynamicBatcher(
-                name,
-                model.batch,
-                max_batch=settings.batch_max_texts,
-                max_wait_s=settings.batch_max_wait_ms / 1000,
-                max_queue=settings.max_queue_texts,
-                deadline_s=settings.request_deadline_s,
-                limiter=workers,
-                metrics=metrics,
-            )
-            for name, model in registry.models.items()
+            name: make_scheduler(name, model, settings, workers, metrics) for name, model in registry.models.items()
         }
         for batcher in batchers.values():
             await batcher.start()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.classifier import Classifier
 from app.metrics import Metrics
+from app.poet import Poet
 from app.settings import Settings
 from app.speller import Speller
 
@@ -24,10 +25,8 @@ class ServedModel(Protocol):
 
     def warm_up(self) -> None: ...
 
-    def batch(self, texts: list[str]) -> list[Any]: ...
 
-
-LOADERS: dict[str, type[ServedModel]] = {"speller": Speller, "classifier": Classifier}
+LOADERS: dict[str, type[ServedModel]] = {"speller": Speller, "classifier": Classifier, "poet": Poet}
 
 
 @dataclass

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.batching import DynamicBatcher
+from app.batching import DeadlineExceeded, DynamicBatcher
+from app.continuous import ContinuousBatcher
 from app.dependencies import (
     get_classifier,
     get_metrics,
+    get_poet,
     get_registry,
     get_settings,
     get_speller,
     require_json,
 )
 from app.metrics import Metrics
+from app.poet import PoemRequestError
 from app.registry import ModelRegistry
 from app.schemas import (
     ClassifyRequest,
@@ -29,6 +34,8 @@ from app.schemas import (
     ErrorResponse,
     HealthResponse,
     ModelStatus,
+    PoemRequest,
+    PoemResponse,
     ReadyResponse,
     TextsRequest,
 )
@@ -123,3 +130,54 @@ async def classify(
     texts = check_limits(request, settings)
     found = await classifier.submit(texts)
     return ClassifyResponse(results=[ClassifyResult(label=c.label, scores=c.scores) for c in found])
+
+
+def sse(event: str, data: object) -> str:
+    """One server-sent event (text/event-stream): the event's name and its JSON payload."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post(
+    "/poem",
+    response_model=PoemResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the poem; with `stream: true`, server-sent events instead: `char` events, one per "
+            "character as it is written, then one `poem` event with this body (or an `error` event)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    dependencies=[Depends(require_json)],
+    summary="Write a classical Chinese poem in a given form, optionally an acrostic",
+)
+async def poem(
+    request: PoemRequest, poet: Annotated[ContinuousBatcher, Depends(get_poet)]
+) -> PoemResponse | StreamingResponse:
+    """Every regular form comes back exactly: its lines and characters per line, `，` and `。` alternating at
+    line ends and nowhere else, the acrostic's characters opening the lines. No character pair repeats
+    within a poem, so greedy decoding neither loops nor repeats a line."""
+    try:
+        plan = poet.poet.plan(
+            request.form, request.prompt, request.acrostic, request.temperature, request.top_k, request.seed,
+            request.max_chars,
+        )  # fmt: skip
+    except PoemRequestError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if not request.stream:
+        written = await poet.submit(plan)
+        return PoemResponse(poem=written.poem, lines=written.lines, form=written.form, seed=written.seed)
+
+    characters, finished = await poet.stream(plan)  # a full queue raises here: 503 before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for ch in characters:
+                yield sse("char", {"char": ch})
+            written = await finished
+            body = PoemResponse(poem=written.poem, lines=written.lines, form=written.form, seed=written.seed)
+            yield sse("poem", body.model_dump())
+        except DeadlineExceeded as exc:
+            yield sse("error", {"detail": f"deadline exceeded: {exc}"})
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 
@@ -140,3 +142,52 @@ class HealthResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list = Field(description="what is wrong with the request")
+
+
+PoemForm = Literal["wuyan_jueju", "qiyan_jueju", "wuyan_lushi", "qiyan_lushi", "free"]
+
+
+class PoemRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"form": "wuyan_jueju", "prompt": "日"},
+                {"form": "qiyan_jueju", "acrostic": "春夏秋冬"},
+                {"form": "wuyan_lushi", "temperature": 0.8, "top_k": 20, "seed": 7},
+                {"form": "free", "max_chars": 48, "stream": True},
+            ]
+        },
+    )
+
+    form: PoemForm = Field(
+        "wuyan_jueju",
+        description="wuyan/qiyan: 5 or 7 characters a line; jueju: 4 lines, lushi: 8; free: the model's own lines",
+    )
+    prompt: StrictStr = Field("", max_length=11, description="the poem's first characters")
+    acrostic: StrictStr = Field("", max_length=16, description="characters that open the lines, one per line (藏头)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy (deterministic); above 0: sampling")
+    top_k: int | None = Field(None, ge=1, le=1000, description="sample among the k most probable characters")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="fixes a sampled poem; the response gives it")
+    max_chars: int | None = Field(None, ge=4, description="the free form's length, punctuation included")
+    stream: bool = Field(False, description="answer as server-sent events, one per character, then the poem")
+
+
+class PoemResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "poem": "春风吹柳絮，夏日照荷花。秋水连天碧，冬山带雪斜。",
+                    "lines": ["春风吹柳絮", "夏日照荷花", "秋水连天碧", "冬山带雪斜"],
+                    "form": "wuyan_jueju",
+                    "seed": None,
+                }
+            ]
+        }
+    )
+
+    poem: str = Field(description="the whole poem, punctuation included")
+    lines: list[str] = Field(description="its lines, without their punctuation")
+    form: PoemForm
+    seed: int | None = Field(description="the seed of a sampled poem (null when greedy)")

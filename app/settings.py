@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     speller_oov_penalty: float | None = Field(
         None, description="override the manifest's penalty for a word outside the dictionary (absent: never)"
     )
+    poet_max_batch: int = Field(64, ge=1, description="poems written together, one character of each per step")
+    poet_max_queue: int = Field(256, ge=1, description="poems waiting to join the batch; beyond: 503")
+    poet_scheduling: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="continuous: a poem joins the running batch at the next step; static: only an empty batch",
+    )
     request_deadline_s: float = Field(
         30.0, gt=0, description="a request's model work must finish within this many seconds; beyond: 504"
     )
