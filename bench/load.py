@@ -47,6 +47,18 @@ BODIES = {
     ],
 }  # fmt: skip
 
+# Poems of mixed lengths, sampled (each its own seed): a third each of 20, 64 and 100-200 characters.
+POEM_BODIES = [
+    body
+    for i in range(300)
+    for body in (
+        {"form": "wuyan_jueju", "temperature": 0.8, "seed": i},
+        {"form": "qiyan_lushi", "temperature": 0.8, "seed": i},
+        {"form": "free", "max_chars": 100 + i % 101, "temperature": 0.8, "seed": i},
+    )
+]
+BODIES["/poem"] = POEM_BODIES
+
 
 @dataclass
 class Result:

@@ -1,0 +1,155 @@
+"""/poem under load with poems of mixed lengths: continuous batching against static batching, in one run,
+and the model FLOP utilisation each reaches.
+
+    python -m bench.poem_batching --server-cores 0 --client-cores 1 --seconds 20 --repeats 3
+
+Static batching admits new poems only into an empty batch, so a batch runs as long as its longest poem
+while its short ones have already left; continuous batching fills each freed row at the next step.
+Both run the same server code (CHARSERVE_POET_SCHEDULING). FLOP utilisation: characters written per
+second × the step graph's FLOPs per character, against this machine's SGEMM peak on the server's cores,
+measured in the same run. Results: docs/poem_batching.{json,md}, README block `poem-batching`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import replace_block
+from bench.load import POEM_BODIES, closed_loop
+from bench.serving import median_row, start_server, stop_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULERS = {"static": {"CHARSERVE_POET_SCHEDULING": "static"}, "continuous": {}}
+
+
+def step_flops(manifest: dict) -> float:
+    """Multiply-adds ×2 of one character of one poem: every LSTM layer's four gates, then the output layer."""
+    config = manifest["config"]
+    emb, hidden, layers, vocab = config["emb"], config["hidden"], config["layers"], config["vocab_size"]
+    lstm = sum(4 * hidden * ((emb if layer == 0 else hidden) + hidden) for layer in range(layers))
+    return 2.0 * (lstm + hidden * vocab)
+
+
+def sgemm_peak(cores: str) -> float:
+    """FLOP/s of a 2048² float32 matrix product on `cores` (numpy's BLAS, one thread per core), best of 5."""
+    code = (
+        "import numpy as np, time\n"
+        "a = np.random.rand(2048, 2048).astype(np.float32); b = a.copy(); a @ b\n"
+        "best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))\n"
+        "print(2 * 2048**3 / best)\n"
+    )
+    threads = str(len(cores.split(",")))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+    out = subprocess.run(["taskset", "-c", cores, sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return float(out.stdout.strip())
+
+
+def characters(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith('charserve_tokens_total{model="poet"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-cores", default="0")
+    parser.add_argument("--client-cores", default="1")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--port", type=int, default=18500)
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "poem_batching.json")
+    args = parser.parse_args(argv)
+    import httpx
+
+    os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
+    manifest = json.loads((args.models_dir / "poet" / "manifest.json").read_text())
+    flops = step_flops(manifest)
+    peak = sgemm_peak(args.server_cores)
+    print(f"SGEMM peak on core(s) {args.server_cores}: {peak / 1e9:.1f} GFLOP/s; {flops / 1e6:.2f} MFLOP a character")
+    runs = []
+    for round_ in range(args.repeats):
+        for name, env in SCHEDULERS.items():
+            env = {**env, "CHARSERVE_MODELS": '["poet"]', "CHARSERVE_MODELS_DIR": str(args.models_dir),
+                   "CHARSERVE_POET_MAX_QUEUE": "1024"}  # fmt: skip
+            server = start_server(env, args.server_cores, args.port)
+            try:
+                base = f"http://127.0.0.1:{args.port}"
+                before = characters(httpx.get(f"{base}/metrics").text)
+                started = time.perf_counter()
+                result = asyncio.run(closed_loop(f"{base}/poem", POEM_BODIES, args.concurrency, args.seconds, 0))
+                elapsed = time.perf_counter() - started
+                written = characters(httpx.get(f"{base}/metrics").text) - before
+            finally:
+                stop_server(server)
+            row = {"round": round_, "server": name, "endpoint": "/poem", "concurrency": args.concurrency,
+                   **result.summary(), "chars_per_s": round(written / elapsed, 1),
+                   "flop_utilisation": round(written / elapsed * flops / peak, 4)}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            runs.append(row)
+    rows = [median_row([r for r in runs if r["server"] == name]) for name in SCHEDULERS]
+    report = {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.poem_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "server_cores": args.server_cores,
+        "client_cores": args.client_cores,
+        "sgemm_peak_flops": peak,
+        "flops_per_character": flops,
+        "model": {"version": manifest["version"], "config": manifest["config"]},
+        "mix": "a third each: wuyan_jueju (20 characters), qiyan_lushi (64), free form of 100-200 (sampled)",
+        "rows": rows,
+        "runs": runs,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    replace_block(ROOT / "README.md", "poem-batching", table(report))
+    print(markdown(report))
+
+
+def table(report: dict) -> str:
+    by = {r["server"]: r for r in report["rows"]}
+    lines = [
+        "| /poem scheduling | poems/s (median; rounds) | characters/s | p50 ms | p99 ms | FLOP utilisation |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in by.items():
+        lines.append(
+            f"| {name} | {r['ok_per_s']} ({', '.join(str(x) for x in r['ok_per_s_rounds'])}) | {r['chars_per_s']} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {100 * r['flop_utilisation']:.1f}% |"
+        )
+    ratio = by["continuous"]["ok_per_s"] / by["static"]["ok_per_s"]
+    lines += [
+        "",
+        f"Continuous ÷ static: **{ratio:.2f}x** poems/s. FLOP utilisation = characters/s × "
+        f"{report['flops_per_character'] / 1e6:.2f} MFLOP a character ÷ {report['sgemm_peak_flops'] / 1e9:.1f} "
+        f"GFLOP/s (2048² SGEMM on the server's core, same run). `{report['command']}`, {report['measured']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(report: dict) -> str:
+    return "\n".join([
+        "# /poem: continuous against static batching",
+        "",
+        "*Generated by `bench/poem_batching.py`.*",
+        "",
+        f"Server on core(s) {report['server_cores']}, load generator on core(s) {report['client_cores']}, closed loop, "
+        f"{report['rows'][0]['concurrency']} clients, requests mixed: {report['mix']}. Poet "
+        f"{report['model']['version']}: {json.dumps(report['model']['config'])}.",
+        "",
+        table(report),
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

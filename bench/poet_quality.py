@@ -1,0 +1,205 @@
+"""Poet quality: test perplexity through the served step graph, and what /poem writes, checked.
+
+    python -m bench.poet_quality --write-manifest
+
+- Perplexity of the test split (held out by the hash of each poem's id) computed with the ONNX Runtime
+  session the service uses, one character per step as it serves: the float16-stored file is what is measured.
+- Through the API: every regular form greedy (one request per opening character) and sampled, with
+  acrostics; the share that come back exactly in form and with the acrostic honored (must be 100%).
+- distinct-2 (distinct character pairs ÷ all pairs, within lines) and the repeated-line rate over 100 poems,
+  beside the same figures for 100 real poems of those forms from the test split.
+
+Writes docs/poet_quality.{json,md}, the README block `poet-quality` and, with --write-manifest, the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from app.poet import FORMS, Poet
+from app.settings import Settings
+from bench.harness import api_client, replace_block
+from training import poet_data
+
+REGULAR = [name for name, form in FORMS.items() if form is not None]
+PER_FORM = 25  # 4 forms × 25 = 100 poems per set
+
+
+def test_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
+    """exp(mean NLL) of every character of each poem and its <eos>, decoded as served: one step at a time."""
+    char_id = poet.char_id
+    encoded = sorted((poet_data.encode(t, char_id) for t in texts), key=len)
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch):
+        rows = encoded[start : start + batch]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), -1, np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        h = np.zeros((poet.layers, len(rows), poet.hidden), np.float32)
+        c = h.copy()
+        for t in range(width - 1):
+            token = np.maximum(ids[:, t], 0)
+            logits, h, c = poet.session.run(None, {"token": token, "h": h, "c": c})
+            target, live = ids[:, t + 1], ids[:, t + 1] >= 0
+            top = logits.max(axis=1, keepdims=True)
+            log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            total -= float((logits[np.arange(len(rows)), np.maximum(target, 0)] - log_z)[live].sum())
+            count += int(live.sum())
+    return math.exp(total / count)
+
+
+def distinct_2(poems: list[str]) -> float:
+    pairs = [line[i : i + 2] for poem in poems for line in re.findall(r"[^，。？！；：、]+", poem)
+             for i in range(len(line) - 1)]  # fmt: skip
+    return len(set(pairs)) / max(len(pairs), 1)
+
+
+def repeated_line_rate(poems: list[str]) -> float:
+    """Share of poems in which some line is the same as another of its lines."""
+    lines = [re.findall(r"[^，。？！；：、]+", poem) for poem in poems]
+    return sum(len(set(ls)) < len(ls) for ls in lines) / max(len(poems), 1)
+
+
+def exact_form(body: dict, form: str, acrostic: str) -> tuple[bool, bool]:
+    shape = FORMS[form]
+    assert shape is not None
+    pattern = "".join(f"{'X' * shape.chars}{'，' if i % 2 == 0 else '。'}" for i in range(shape.lines))
+    in_form = re.sub(r"[^，。]", "X", body["poem"]) == pattern and all(len(x) == shape.chars for x in body["lines"])
+    honored = "".join(line[0] for line in body["lines"][: len(acrostic)]) == acrostic
+    return in_form, honored
+
+
+def generate(client: httpx.Client, vocab: list[str], seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    common = [ch for ch in vocab[4:400] if re.match(r"[\u4e00-\u9fff]", ch)]
+    requests = []
+    for form in REGULAR:
+        lines = FORMS[form].lines  # type: ignore[union-attr]
+        for i in range(PER_FORM):
+            requests.append(("greedy", form, {"form": form, "prompt": common[i]}, ""))
+            requests.append(("sampled", form, {"form": form, "temperature": 0.8, "top_k": 50, "seed": i}, ""))
+            acrostic = "".join(rng.sample(common, lines if i % 2 == 0 else 2))
+            requests.append(("acrostic", form, {"form": form, "acrostic": acrostic}, acrostic))
+    poems: dict[str, list[dict]] = {"greedy": [], "sampled": [], "acrostic": []}
+    failures = []
+    started = time.perf_counter()
+    for kind, form, body, acrostic in requests:
+        response = client.post("/poem", json=body)
+        response.raise_for_status()
+        answer = response.json()
+        in_form, honored = exact_form(answer, form, acrostic)
+        if not (in_form and honored):
+            failures.append({"request": body, "answer": answer})
+        poems[kind].append({"request": body, "poem": answer["poem"], "in_form": in_form, "acrostic_ok": honored})
+    seconds = time.perf_counter() - started
+    return {"poems": poems, "failures": failures, "requests": len(requests), "seconds": round(seconds, 1)}
+
+
+def reference(data: poet_data.PoetData) -> list[str]:
+    """100 real poems of the regular forms from the test split: 25 of each, first by id."""
+    chosen = []
+    for form in REGULAR:
+        shape = FORMS[form]
+        pattern = re.compile(
+            "".join(f"[^，。]{{{shape.chars}}}{'，' if i % 2 == 0 else '。'}" for i in range(shape.lines)) + "$"  # type: ignore[union-attr]
+        )
+        chosen += [p.text for p in sorted(data.test, key=lambda p: p.id) if pattern.match(p.text)][:PER_FORM]
+    return chosen
+
+
+def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dict:
+    poet = Poet(models_dir / "poet", Settings(models_dir=models_dir))
+    started = time.perf_counter()
+    ppl = test_perplexity(poet, [p.text for p in data.test])
+    ppl_seconds = time.perf_counter() - started
+    written = generate(client, poet.manifest.vocab)
+    real = reference(data)
+    sets = {kind: [p["poem"] for p in ps] for kind, ps in written["poems"].items()} | {"real": real}
+    every = [p for ps in written["poems"].values() for p in ps]
+    acrostics = written["poems"]["acrostic"]
+    training = poet.manifest.model_extra.get("training", {})
+    return {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "model": {"version": poet.version, "config": poet.manifest.model_extra.get("config")},
+        "test_poems": len(data.test),
+        "test_characters": sum(len(p.text) for p in data.test),
+        "test_perplexity_served": round(ppl, 3),
+        "test_perplexity_pytorch_float32": training.get("test_perplexity_pytorch"),
+        "perplexity_seconds": round(ppl_seconds, 1),
+        "requests": written["requests"],
+        "in_form_rate": sum(p["in_form"] for p in every) / len(every),
+        "acrostic_rate": sum(p["acrostic_ok"] for p in acrostics) / len(acrostics),
+        "failures": written["failures"],
+        "distinct_2": {kind: round(distinct_2(ps), 4) for kind, ps in sets.items()},
+        "repeated_line_rate": {kind: round(repeated_line_rate(ps), 4) for kind, ps in sets.items()},
+        "examples": {kind: ps[::PER_FORM][:4] for kind, ps in written["poems"].items()},
+        "generation_seconds": written["seconds"],
+    }
+
+
+def markdown(results: dict) -> str:
+    d2, rep = results["distinct_2"], results["repeated_line_rate"]
+    torch_ppl = results["test_perplexity_pytorch_float32"]
+    lines = [
+        f"Poet {results['model']['version']}, measured {results['measured']} with `python -m bench.poet_quality`:",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| test perplexity, served graph (float16 weights, ONNX Runtime), {results['test_poems']:,} poems, "
+        f"{results['test_characters']:,} characters + `<eos>` | **{results['test_perplexity_served']:.2f}** |",
+        f"| the same in PyTorch, float32 (training's own evaluation) | {torch_ppl:.2f} |"
+        if torch_ppl
+        else "| the same in PyTorch, float32 | not recorded |",
+        f"| requests in exactly their form ({results['requests']}: 4 forms × 25 × greedy, sampled, acrostic) | "
+        f"{100 * results['in_form_rate']:.1f}% |",
+        f"| acrostics honored ({results['requests'] // 3} requests) | {100 * results['acrostic_rate']:.1f}% |",
+        "",
+        "| 100 poems (25 of each regular form) | distinct-2 | poems with a repeated line |",
+        "|---|---|---|",
+    ]
+    names = {"greedy": "greedy, one opening character each", "sampled": "sampled, temperature 0.8, top-k 50",
+             "acrostic": "greedy acrostics", "real": "real Tang poems, test split"}  # fmt: skip
+    for kind, name in names.items():
+        lines.append(f"| {name} | {d2[kind]:.3f} | {100 * rep[kind]:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="a folder of poet.tang.*.json (default: fetch with npm)")
+    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
+    parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
+    args = parser.parse_args(argv)
+
+    manifest_path = args.models_dir / "poet" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    data = poet_data.build(args.data or poet_data.fetch(), manifest["script"], manifest["data"]["min_count"])
+    with api_client(args.url, args.models_dir, "poet") as client:
+        results = run(client, args.models_dir, data)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "poet_quality.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    table = markdown(results)
+    (args.docs / "poet_quality.md").write_text(table)
+    replace_block(Path("README.md"), "poet-quality", table)
+    print(table)
+    if args.write_manifest:
+        keep = {k: v for k, v in results.items() if k not in ("examples", "failures")}
+        manifest["quality"] = {"measured_by": "python -m bench.poet_quality --write-manifest", **keep}
+        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
