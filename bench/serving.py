@@ -3,9 +3,12 @@ generator (bench/load.py) to the others.
 
     python -m bench.serving --server-cores 0 --client-cores 1 --seconds 15
 
-Servers so far: this service with batching off (every request its own model call) and on (the
-dynamic batcher), and LitServe serving the same models with the same inference code
-(bench/litserve_server.py, its own batching). Results go to docs/benchmarks.json and docs/benchmarks.md.
+Servers: (a) this service with batching off (every request its own model call), (b) this service,
+(c) LitServe serving the same models with the same inference code (bench/litserve_server.py, its own
+batching) and (d) a naive PyTorch-eager server taking one request at a time (bench/naive_server.py; it
+needs the training checkpoints under runs/, and is left out with a note when they are missing).
+After its closed loop, (b) also gets an open loop at half of its peak, for the latency there.
+Results go to docs/benchmarks.json and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,17 +28,20 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import BODIES, closed_loop
+from bench.load import BODIES, closed_loop, open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
 UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning"]
 LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-timeout", "0.002"]
+NAIVE = ["-m", "bench.naive_server"]
+NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B", "cls_N1", "cls_N2")]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
     "charserve": (UVICORN, {}),
     "LitServe (max_batch_size 64, batch_timeout 2 ms)": (LITSERVE, {}),
+    "naive: PyTorch eager, one request at a time": (NAIVE, {}),
 }
 
 
@@ -98,11 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
+    servers = dict(SERVERS)
+    missing = [str(p.relative_to(ROOT)) for p in NAIVE_NEEDS if not p.exists()]
+    if missing:
+        print(f"naive server left out: {', '.join(missing)} missing (make speller-train classifier-train)")
+        servers = {k: v for k, v in servers.items() if v[0] is not NAIVE}
     runs = []
     # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike.
     for round_ in range(args.repeats):
-        for name, (python_args, env) in SERVERS.items():
-            server = start_server(env, args.server_cores, args.port, python_args=python_args)
+        for name, (python_args, env) in servers.items():
+            extra = ["--threads", str(len(args.server_cores.split(",")))] if python_args is NAIVE else None
+            server = start_server(env, args.server_cores, args.port, extra=extra, python_args=python_args)
             try:
                 for endpoint in args.endpoints:
                     url = f"http://127.0.0.1:{args.port}{endpoint}"
@@ -111,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
                            **result.summary()}  # fmt: skip
                     print(json.dumps(row), flush=True)
                     runs.append(row)
+                    if name == "charserve" and result.summary()["ok_per_s"]:
+                        rate = result.summary()["ok_per_s"] / 2
+                        half = asyncio.run(open_loop(url, BODIES[endpoint], rate, args.seconds))
+                        row = {"round": round_, "server": "charserve, open loop at half its peak",
+                               "endpoint": endpoint, "concurrency": f"{rate:.0f} req/s", **half.summary()}  # fmt: skip
+                        print(json.dumps(row), flush=True)
+                        runs.append(row)
             finally:
                 stop_server(server)
     rows = [median_row([r for r in runs if (r["server"], r["endpoint"]) == key]) for key in dict.fromkeys(
@@ -153,10 +172,11 @@ def markdown(report: dict) -> str:
     ours = {r["endpoint"]: r["ok_per_s"] for r in report["rows"] if r["server"] == "charserve"}
     for r in report["rows"]:
         ratio = ours[r["endpoint"]] / r["ok_per_s"] if ours.get(r["endpoint"]) and r["ok_per_s"] else float("nan")
+        shown = "—" if "open loop" in r["server"] else f"{ratio:.2f}x"  # a latency row, not a peer
         lines.append(
             f"| {r['server']} | {r['endpoint']} | {r['concurrency']} | {r['ok_per_s']} "
             f"({', '.join(str(x) for x in r.get('ok_per_s_rounds', [r['ok_per_s']]))}) | {r['p50_ms']} | "
-            f"{r['p95_ms']} | {r['p99_ms']} | {ratio:.2f}x |"
+            f"{r['p95_ms']} | {r['p99_ms']} | {shown} |"
         )
     lines += [
         "",
@@ -165,7 +185,9 @@ def markdown(report: dict) -> str:
         "Server: `CHARSERVE_INFERENCE_WORKERS=1`, `CHARSERVE_INTRA_OP_THREADS` = its cores,",
         "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. LitServe runs the",
         "same `app/` inference modules on the same ONNX files, one worker, its own batching",
-        "(bench/litserve_server.py).",
+        "(bench/litserve_server.py). The naive server runs the training checkpoints in PyTorch eager, one",
+        "request at a time, greedy decoding (bench/naive_server.py). The open-loop row sends at half of",
+        "(b)'s closed-loop throughput of the same round, at a fixed rate, for the latency at that load.",
     ]
     return "\n".join(lines) + "\n"
 

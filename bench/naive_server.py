@@ -1,0 +1,76 @@
+"""Peer (d) of bench/serving.py: a naive server as in the original lab code. PyTorch eager on the training
+checkpoints, one request at a time, no batching across requests, no ONNX.
+
+    python -m bench.naive_server --port 8000 --speller runs/speller/best.pt \
+        --classifier runs/cls_B/best.pt runs/cls_N1/best.pt runs/cls_N2/best.pt
+
+It needs the checkpoints (`make speller-train`, `make classifier-train`): they are not in the repository.
+Single-text requests only (`{"text": ...}`), what the benchmark sends. Its speller decodes greedily,
+less work per word than the service's 16-wide beam with a dictionary prior: a ratio against it is, if
+anything, in the naive server's favour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from training.classifier import clip, encode
+from training.classifier_data import LABELS, normalise
+from training.classifier_model import NameClassifierEnsemble
+from training.export import load_classifier, load_speller
+from training.speller import predict as correct
+
+
+def create_app(speller_path: Path, classifier_paths: list[Path]) -> FastAPI:
+    speller, speller_state = load_speller(speller_path)
+    loaded = [load_classifier(p) for p in classifier_paths]
+    members = [m for m, _ in loaded]
+    classifier = members[0] if len(members) == 1 else NameClassifierEnsemble(members).eval()
+    state = loaded[0][1]
+    char_id = {ch: i for i, ch in enumerate(state["vocab"])}
+    one_at_a_time = threading.Lock()  # the lab's server handled one request, then the next
+    app = FastAPI()
+
+    @app.get("/ready")
+    def ready() -> dict:
+        return {"status": "ready"}
+
+    @app.post("/correct")
+    def correct_endpoint(body: dict) -> dict:
+        word = body["text"]
+        with one_at_a_time, torch.no_grad():
+            (fixed,) = correct(speller, [word.lower()], speller_state["max_len"])
+        return {"results": [{"text": fixed}]}
+
+    @app.post("/classify")
+    def classify_endpoint(body: dict) -> dict:
+        name = clip(normalise(body["text"]), state["max_len"], state["keep_end"]) or "?"
+        with one_at_a_time, torch.no_grad():
+            ids, lengths = encode([name], char_id)
+            best = int(classifier(ids, lengths).argmax(dim=1))
+        return {"results": [{"label": LABELS[best]}]}
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--speller", type=Path, default=Path("runs/speller/best.pt"))
+    parser.add_argument("--classifier", type=Path, nargs="+",
+                        default=[Path(f"runs/{r}/best.pt") for r in ("cls_B", "cls_N1", "cls_N2")])  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    app = create_app(args.speller, args.classifier)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
