@@ -15,7 +15,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.1.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-artifact
+	classifier-train classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -86,3 +86,31 @@ lint: $(PY)
 
 clean:
 	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache
+
+POET_RUN ?= runs/poet
+POET_VERSION ?= 1.0.0
+POET_MINUTES ?= 85
+POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --threads 2
+
+## Train the poet (fetches the Tang poems with npm the first time; about 25 minutes an epoch on 2 CPU cores,
+## bounded by POET_MINUTES; writes $(POET_RUN)/best.pt, last.pt, curves.png, summary.json).
+poet-train: install-test
+	$(POET) --max-minutes $(POET_MINUTES)
+
+## Continue the poet's training from $(POET_RUN)/last.pt for another POET_MINUTES.
+poet-resume: install-test
+	$(POET) --max-minutes $(POET_MINUTES) --resume $(POET_RUN)/last.pt
+
+## Export the trained poet to models/poet (float16 weights) and measure it.
+poet-artifact: install-test
+	$(PY) -m training.export poet --checkpoint $(POET_RUN)/best.pt --version $(POET_VERSION)
+	cp $(POET_RUN)/curves.png docs/poet_curves.png
+	$(MAKE) poet-measure
+
+## Measure the bundled poet: served test perplexity, forms, acrostics, distinct-2 (docs/poet_quality.md).
+poet-measure: install-test
+	$(PY) -m bench.poet_quality --write-manifest
+
+## Reproduce the optimizer comparison at a reduced size (docs/poet_optimizers.md; about 8 minutes a run).
+poet-optimizers: install-test
+	$(PY) -m bench.poet_optimizers

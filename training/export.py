@@ -22,6 +22,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from training import poet_data
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.poet_model import PoetLM
 from training.speller_data import sha256_file
@@ -331,6 +332,9 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
     summary_path = checkpoint.parent / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     vocab = state["vocab"]
+    data = dict(state["data"])
+    if "source" not in data and state["args"].get("data") == "None":  # runs from before the field: fetched
+        data["source"] = {"package": poet_data.PACKAGE, "tarball_sha256": poet_data.TARBALL_SHA256}
     manifest = {
         "name": "poet",
         "version": version,
@@ -344,8 +348,8 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
             "test_perplexity_pytorch": summary.get("test_perplexity"),
             "args": state["args"],
         },
-        "data": state["data"],
-        "script": state["data"].get("script", "simplified"),
+        "data": data,
+        "script": data.get("script", "simplified"),
         "vocab": vocab,
         "special_tokens": {name.strip("<>"): vocab.index(name) for name in ("<pad>", "<unk>", "<bos>", "<eos>")},
         "limits": {"max_chars": 200},

@@ -144,6 +144,7 @@ def build(folder: Path, script: str = "simplified", min_count: int = 5) -> PoetD
     known = set(vocab)
     train_chars = sum(len(p.text) for p in splits["train"])
     stats = {
+        "source": {"package": PACKAGE, "tarball_sha256": TARBALL_SHA256, "folder": str(folder)},
         "records": len(records),
         "dropped": dict(dropped),
         "poems": {name: len(poems) for name, poems in splits.items()},
