@@ -101,7 +101,7 @@ class Poem:
 
 class Poet:
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.metrics = metrics
+        self.metrics, self.folder = metrics, folder
         self.manifest: Manifest = load_manifest(folder)
         self.session: ort.InferenceSession = open_session(folder, self.manifest.graphs["poet_step"], settings)
         self.provider: str = self.session.get_providers()[0]

@@ -59,6 +59,47 @@ def test_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
     return math.exp(total / count)
 
 
+def as_float32(path: Path) -> bytes:
+    """The step graph with its float16-stored weights written back as float32 and their Casts removed."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves]
+    for node in casts:
+        full = numpy_helper.to_array(halves.pop(node.input[0])).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(full, node.output[0]))
+        graph.node.remove(node)
+    kept = [i for i in graph.initializer if i.data_type != onnx.TensorProto.FLOAT16]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model.SerializeToString()
+
+
+def step_ms(poet: Poet, batch: int = 64, steps: int = 100) -> dict[str, float]:
+    """Median time of one step at `batch` rows: the served file (float16 storage) and the same weights as float32."""
+    import onnxruntime as ort
+
+    path = poet.manifest.graphs["poet_step"].file
+    full = ort.InferenceSession(as_float32(poet.folder / path), poet.session.get_session_options(),
+                                providers=poet.session.get_providers())  # fmt: skip
+    feeds = {"token": np.full(batch, poet.bos, np.int64),
+             "h": np.zeros((poet.layers, batch, poet.hidden), np.float32)}  # fmt: skip
+    feeds["c"] = feeds["h"]
+    timings = {}
+    for name, session in (("float16_stored", poet.session), ("float32", full)):
+        session.run(None, feeds)
+        times = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - started)
+        timings[name] = round(1000 * float(np.median(times)), 3)
+    return timings
+
+
 def distinct_2(poems: list[str]) -> float:
     pairs = [line[i : i + 2] for poem in poems for line in re.findall(r"[^，。？！；：、]+", poem)
              for i in range(len(line) - 1)]  # fmt: skip
@@ -123,6 +164,7 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
     started = time.perf_counter()
     ppl = test_perplexity(poet, [p.text for p in data.test])
     ppl_seconds = time.perf_counter() - started
+    timing = step_ms(poet)
     written = generate(client, poet.manifest.vocab)
     real = reference(data)
     sets = {kind: [p["poem"] for p in ps] for kind, ps in written["poems"].items()} | {"real": real}
@@ -137,6 +179,8 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
         "test_perplexity_served": round(ppl, 3),
         "test_perplexity_pytorch_float32": training.get("test_perplexity_pytorch"),
         "perplexity_seconds": round(ppl_seconds, 1),
+        "step_ms_batch_64": timing,
+        "artifact_bytes": sum(f.stat().st_size for f in (models_dir / "poet").iterdir()),
         "requests": written["requests"],
         "in_form_rate": sum(p["in_form"] for p in every) / len(every),
         "acrostic_rate": sum(p["acrostic_ok"] for p in acrostics) / len(acrostics),
@@ -161,6 +205,9 @@ def markdown(results: dict) -> str:
         f"| the same in PyTorch, float32 (training's own evaluation) | {torch_ppl:.2f} |"
         if torch_ppl
         else "| the same in PyTorch, float32 | not recorded |",
+        f"| one step at 64 rows, float16-stored file ÷ float32 file (median of 100) | "
+        f"{results['step_ms_batch_64']['float16_stored']:.2f} ms ÷ {results['step_ms_batch_64']['float32']:.2f} ms |",
+        f"| artifact size (`models/poet/`) | {results['artifact_bytes'] / 1e6:.1f} MB |",
         f"| requests in exactly their form ({results['requests']}: 4 forms × 25 × greedy, sampled, acrostic) | "
         f"{100 * results['in_form_rate']:.1f}% |",
         f"| acrostics honored ({results['requests'] // 3} requests) | {100 * results['acrostic_rate']:.1f}% |",
