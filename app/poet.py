@@ -132,6 +132,13 @@ class Poet:
         self.is_eos[self.eos] = True
         self.is_line_end = self.is_comma | self.is_final
         self.max_acrostic = 16
+        # Requests may be typed in traditional characters; a simplified poet reads them converted (OpenCC,
+        # one character for one), so 春風 asks for the same acrostic as 春风.
+        self.to_script = _identity
+        if self.manifest.model_extra.get("script", "simplified") == "simplified":
+            import opencc
+
+            self.to_script = opencc.OpenCC("t2s").convert
 
     @property
     def name(self) -> str:
@@ -145,6 +152,10 @@ class Poet:
         self.write([self.plan("wuyan_jueju", acrostic="春风"), self.plan("free", max_chars=24)])
 
     # --- requests → plans -------------------------------------------------------------------------------------
+
+    def convert(self, text: str) -> str:
+        converted = self.to_script(text)
+        return converted if len(converted) == len(text) else text  # never change what line a character opens
 
     def ids(self, text: str, field: str) -> list[int]:
         """Characters → ids; anything the poet cannot write is named in the error."""
@@ -170,6 +181,7 @@ class Poet:
         if form not in FORMS:
             raise PoemRequestError(f"form {form!r} is not one of {sorted(FORMS)}")
         shape = FORMS[form]
+        prompt, acrostic = self.convert(prompt), self.convert(acrostic)
         prompt_ids, acrostic_ids = self.ids(prompt, "prompt"), self.ids(acrostic, "acrostic")
         if prompt and acrostic and prompt[0] != acrostic[0]:
             raise PoemRequestError(f"the prompt starts with {prompt[0]!r} but the acrostic with {acrostic[0]!r}")
@@ -351,6 +363,10 @@ class Poet:
                 done[int(index[i])] = self.poem(rows, int(i), plans[int(index[i])])
             rows, index = rows.take(~finished), index[~finished]
         return [done[i] for i in range(len(plans))]
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 def _is_han(ch: str) -> bool:

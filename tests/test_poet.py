@@ -209,6 +209,11 @@ def test_free_form_rules(poet: Poet) -> None:
         assert "".join(line[0] for line in poem.lines[: len(acrostic)]) == acrostic
 
 
+def test_traditional_characters_in_a_request_are_read_as_simplified(poet: Poet) -> None:
+    (poem,) = poet.write([poet.plan("wuyan_jueju", prompt="東", acrostic="東風")])
+    assert [line[0] for line in poem.lines[:2]] == ["东", "风"]
+
+
 def test_sampling_is_fixed_by_the_seed_whatever_the_batch(poet: Poet) -> None:
     alone = poet.write([poet.plan("qiyan_jueju", temperature=1.0, seed=42)])[0]
     crowd = poet.write([poet.plan("wuyan_lushi"), poet.plan("qiyan_jueju", temperature=1.0, seed=42),
