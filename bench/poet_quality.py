@@ -35,7 +35,7 @@ REGULAR = [name for name, form in FORMS.items() if form is not None]
 PER_FORM = 25  # 4 forms × 25 = 100 poems per set
 
 
-def test_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
+def served_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
     """exp(mean NLL) of every character of each poem and its <eos>, decoded as served: one step at a time."""
     char_id = poet.char_id
     encoded = sorted((poet_data.encode(t, char_id) for t in texts), key=len)
@@ -162,7 +162,7 @@ def reference(data: poet_data.PoetData) -> list[str]:
 def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dict:
     poet = Poet(models_dir / "poet", Settings(models_dir=models_dir))
     started = time.perf_counter()
-    ppl = test_perplexity(poet, [p.text for p in data.test])
+    ppl = served_perplexity(poet, [p.text for p in data.test])
     ppl_seconds = time.perf_counter() - started
     timing = step_ms(poet)
     written = generate(client, poet.manifest.vocab)

@@ -1,0 +1,54 @@
+"""The benchmarks' own pieces: the naive peer server, FLOP counting, the poet's quality measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.poet import Poet
+from app.settings import Settings
+from bench.naive_server import create_app as naive_app
+from bench.poem_batching import characters, step_flops
+from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
+from training import poet_data
+from training.export import load_poet
+from training.poet import perplexity
+
+
+def test_naive_server_answers_both_endpoints(tiny_run: Path, tiny_classifier_run: Path) -> None:
+    with TestClient(naive_app(tiny_run / "best.pt", [tiny_classifier_run / "best.pt"] * 2)) as client:
+        assert client.get("/ready").json() == {"status": "ready"}
+        fixed = client.post("/correct", json={"text": "teh"}).json()["results"][0]["text"]
+        assert isinstance(fixed, str) and fixed.isascii()
+        label = client.post("/classify", json={"text": "Antonio_Veciana"}).json()["results"][0]["label"]
+        assert label in ("Person", "Place", "Organisation", "Work", "Species")
+
+
+def test_step_flops_counts_lstm_gates_and_the_output_layer() -> None:
+    manifest = {"config": {"emb": 2, "hidden": 3, "layers": 2, "vocab_size": 5}}
+    # layer 1: 4·3·(2+3) = 60, layer 2: 4·3·(3+3) = 72, output: 3·5 = 15 multiply-adds.
+    assert step_flops(manifest) == 2 * (60 + 72 + 15)
+
+
+def test_characters_are_read_from_the_metrics_text() -> None:
+    text = '# HELP x\ncharserve_tokens_total{model="speller"} 9.0\ncharserve_tokens_total{model="poet"} 123.0\n'
+    assert characters(text) == 123.0
+
+
+def test_distinct_2_and_repeated_lines() -> None:
+    assert distinct_2(["春风春风，秋月。"]) == pytest.approx(3 / 4)  # 春风 风春 春风 秋月
+    assert repeated_line_rate(["春风，春风。", "春风，秋月。"]) == 0.5
+
+
+def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_poet_run: Path) -> None:
+    poet = Poet(tiny_artifact / "poet", Settings())
+    texts = ["春风东阳云，长山水月花。", "秋日明白青，门落时无处。", "江天"]
+    model, _ = load_poet(tiny_poet_run / "best.pt")
+    char_id = poet.char_id
+    with torch.no_grad():
+        expected = perplexity(model, [poet_data.encode(t, char_id) for t in texts])
+    # The artifact stores float16 weights: the same up to their rounding.
+    assert served_perplexity(poet, texts) == pytest.approx(expected, rel=2e-3)
