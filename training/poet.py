@@ -79,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    # 16 poems a step: on 2 CPU cores 1.3x the characters per second of 64 (the logits stay in cache) and 4x the
+    # updates; one epoch at 64 reached validation perplexity 406 (measured 2026-11-23).
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bptt", type=int, default=128)
     parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adam")
     parser.add_argument("--lr", type=float, help="default: sgd 1.0, momentum 0.1, adagrad 0.1, adam 2e-3")
