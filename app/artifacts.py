@@ -53,6 +53,20 @@ class Manifest(BaseModel):
     quality: dict[str, Any] = {}
 
 
+class ManifestModel:
+    """What every served model tells about itself, from its manifest."""
+
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -27,7 +27,7 @@ class Classification:
     scores: dict[str, float]
 
 
-class Classifier:
+class Classifier(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
@@ -46,14 +46,6 @@ class Classifier:
         chars.sort()
         self.code_points = np.array([c for c, _ in chars], dtype=np.uint32)
         self.code_ids = np.array([i for _, i in chars], dtype=np.int64)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
     def warm_up(self) -> None:
         self.classify(["Antonio_Veciana", "Kneuterdijk Palace"])

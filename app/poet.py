@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -99,7 +99,7 @@ class Poem:
     seed: int | None
 
 
-class Poet:
+class Poet(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics, self.folder = metrics, folder
         self.manifest: Manifest = load_manifest(folder)
@@ -139,14 +139,6 @@ class Poet:
             import opencc
 
             self.to_script = opencc.OpenCC("t2s").convert
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
     def warm_up(self) -> None:
         self.write([self.plan("wuyan_jueju", acrostic="春风"), self.plan("free", max_chars=24)])

@@ -15,7 +15,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, load_manifest, open_session
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
 from app.text import candidate_words, restore_case
@@ -38,7 +38,7 @@ class CorrectedText:
     corrections: list[Correction]
 
 
-class Speller:
+class Speller(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
@@ -78,14 +78,6 @@ class Speller:
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
 
     def warm_up(self) -> None:
         self.correct_words(["speling", "korrect"])

@@ -115,6 +115,18 @@ def _io_spec(io: dict) -> dict:
     }
 
 
+def write_manifest(out: Path, manifest: dict, weights: str) -> dict:
+    """Write out/manifest.json. Measured quality belongs to the benches: it is carried over from the manifest
+    already there only when `weights`, the file that holds the trained weights, is the same file."""
+    previous = out / "manifest.json"
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("files", {}).get(weights) == manifest["files"][weights]:
+            manifest["quality"] = old.get("quality", {})
+    previous.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
 def load_speller(checkpoint: Path) -> tuple[Speller, dict]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = Speller(**state["config"])
@@ -171,16 +183,10 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
         "quality": {},
         "files": {},
     }
-    previous = out / "manifest.json"
-    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
-        old = json.loads(previous.read_text())
-        if old.get("files", {}).get("encoder.onnx") == sha256_file(paths["encoder"]):
-            manifest["quality"] = old.get("quality", {})
     manifest["files"] = {
         name: sha256_file(out / name) for name in ("encoder.onnx", "decoder_step.onnx", "dictionary.txt")
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return manifest
+    return write_manifest(out, manifest, weights="encoder.onnx")
 
 
 class ClassifierGraph(nn.Module):
@@ -251,13 +257,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "quality": {},
         "files": {path.name: sha256_file(path)},
     }
-    previous = out / "manifest.json"
-    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
-        old = json.loads(previous.read_text())
-        if old.get("files", {}).get(path.name) == manifest["files"][path.name]:
-            manifest["quality"] = old.get("quality", {})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return manifest
+    return write_manifest(out, manifest, weights=path.name)
 
 
 class PoetStep(nn.Module):
@@ -357,13 +357,7 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
         "quality": {},
         "files": {path.name: sha256_file(path)},
     }
-    previous = out / "manifest.json"
-    if previous.exists():  # measured quality belongs to the bench; keep it only for the same weights
-        old = json.loads(previous.read_text())
-        if old.get("files", {}).get(path.name) == manifest["files"][path.name]:
-            manifest["quality"] = old.get("quality", {})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return manifest
+    return write_manifest(out, manifest, weights=path.name)
 
 
 WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact, "poet": write_poet_artifact}

@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.speller_data import sha256_file
+
 PACKAGE = "chinese-poetry@2.0.1"
 TARBALL = "chinese-poetry-2.0.1.tgz"
 TARBALL_SHA256 = "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86"
@@ -55,14 +57,6 @@ def fetch(cache: Path = DEFAULT_CACHE) -> Path:
         members = [m for m in archive.getmembers() if m.name.startswith(f"{TANG_DIR}/") and ".tang." in m.name]
         archive.extractall(cache / "chinese-poetry-2.0.1", members=members, filter="data")
     return folder
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_folder(folder: Path) -> tuple[list[dict], set[str]]:
