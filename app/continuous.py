@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import anyio
@@ -91,14 +91,14 @@ class ContinuousBatcher:
             if not job.future.done():
                 job.future.cancel()  # its row leaves the batch at the next step
 
-    async def stream(self, plan: Plan) -> tuple[AsyncIterator[str], asyncio.Future[Poem]]:
+    async def stream(self, plan: Plan) -> tuple[AsyncGenerator[str, None], asyncio.Future[Poem]]:
         """Characters as they are written, and the finished poem. Queue-full errors raise here, before the
         response starts; the iterator raises DeadlineExceeded if the poem outlasts its deadline."""
         job = self._enqueue(plan, stream=True)
         assert job.stream is not None
         queue = job.stream
 
-        async def characters() -> AsyncIterator[str]:
+        async def characters() -> AsyncGenerator[str, None]:
             deadline = job.enqueued + self.deadline_s
             try:
                 while True:

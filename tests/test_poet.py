@@ -342,6 +342,31 @@ def test_a_full_queue_refuses_at_once_and_gone_clients_are_not_computed(
     assert max(rows_seen) == 1  # the cancelled poems never reached the model
 
 
+def test_a_stream_left_early_frees_its_row(poet: Poet, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step, rows_seen = poet.step, []
+
+    def counting_step(rows: PoemRows) -> tuple[np.ndarray, np.ndarray]:
+        rows_seen.append(len(rows))
+        return real_step(rows)
+
+    monkeypatch.setattr(poet, "step", counting_step)
+
+    async def scenario(batcher: ContinuousBatcher) -> tuple[list[str], bool]:
+        characters, finished = await batcher.stream(poet.plan("qiyan_lushi"))
+        first = []
+        async for ch in characters:  # the client reads three characters, then goes away
+            first.append(ch)
+            if len(first) == 3:
+                break
+        await characters.aclose()
+        await asyncio.sleep(0.05)
+        return first, finished.cancelled()
+
+    first, cancelled = run_batcher(poet, False, scenario)
+    assert len(first) == 3 and cancelled
+    assert len(rows_seen) < 64  # a qiyan_lushi takes 65 steps: the row left long before
+
+
 def test_a_failing_step_fails_only_its_poems(poet: Poet, monkeypatch: pytest.MonkeyPatch) -> None:
     real_step = poet.step
     calls = {"n": 0}
