@@ -279,7 +279,7 @@ class Poet(ManifestModel):
             | (allow_final[:, None] & self.is_final)
             | (allow_eos[:, None] & self.is_eos)
         )
-        self.ban_repeated_bigrams(rows, allowed, allow_content & self.is_content[prev])
+        self.ban_repeats(rows, allowed, allow_content & (self.is_content[prev] | self.is_line_end[prev]))
         chosen = self.choose(np.where(allowed, logits, -np.inf), rows, forced < 0)
         token = np.where(forced >= 0, forced, chosen)
 
@@ -293,20 +293,26 @@ class Poet(ManifestModel):
             self.metrics.observe_batch("poet", n, n)
         return token, finished
 
-    def ban_repeated_bigrams(self, rows: PoemRows, allowed: np.ndarray, rows_to_check: np.ndarray) -> None:
-        """No character pair twice in a poem: greedy decoding cannot loop, and no line can repeat another.
+    def ban_repeats(self, rows: PoemRows, allowed: np.ndarray, rows_to_check: np.ndarray) -> None:
+        """No character pair twice in a poem, and no two lines opening with the same character: greedy decoding
+        cannot loop, no line can repeat another, and lines do not all start alike (一身…，一别…，一夜…).
 
-        For each row, the characters that followed the previous character earlier in the poem are struck
-        from `allowed`, all rows at once. A row left with nothing allowed keeps its unbanned choices.
+        For each row, the characters that followed the previous character earlier in the poem (after a line
+        end: that opened an earlier line) are struck from `allowed`, all rows at once. A row left with
+        nothing allowed keeps its unbanned choices.
         """
         width = int(rows.pos.max()) if len(rows) else 0
         if width < 2:
             return
         history = rows.history[:, :width]
         earlier = np.arange(width - 1)[None, :] < (rows.pos - 1)[:, None]
-        match = (history[:, :-1] == rows.token[:, None]) & earlier & rows_to_check[:, None]
-        row, col = np.nonzero(match)
+        at_line_start = self.is_line_end[rows.token]
+        after_line_end = self.is_line_end[np.maximum(history[:, :-1], 0)]
+        same = np.where(at_line_start[:, None], after_line_end, history[:, :-1] == rows.token[:, None])
+        row, col = np.nonzero(same & earlier & rows_to_check[:, None])
         follower = history[row, col + 1]
+        first = np.nonzero(at_line_start & rows_to_check)[0]  # the first line's opener followed <bos>
+        row, follower = np.concatenate([row, first]), np.concatenate([follower, history[first, 0]])
         keep = self.is_content[follower]
         row, follower = row[keep], follower[keep]
         saved = allowed[row, follower].copy()

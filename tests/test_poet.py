@@ -177,7 +177,7 @@ def test_every_regular_form_comes_back_exactly(poet: Poet, form: str) -> None:
     for poem in poet.write(plans):
         check_form(poem.poem, poem.lines, form)
         assert len(bigrams(poem.poem)) == len(set(bigrams(poem.poem))), poem.poem
-        assert len(set(poem.lines)) == len(poem.lines)
+        assert len(set(poem.lines)) == len(poem.lines) and line_openers_differ(poem.lines)
 
 
 @pytest.mark.parametrize("form", REGULAR)
@@ -230,8 +230,24 @@ def test_a_repeated_character_pair_is_struck_from_the_choices(poet: Poet) -> Non
     rows.pos[:] = 3
     rows.token[:] = chun
     allowed = np.ones((1, len(poet.vocab)), bool)
-    poet.ban_repeated_bigrams(rows, allowed, np.array([True]))
+    poet.ban_repeats(rows, allowed, np.array([True]))
     assert not allowed[0, feng] and allowed.sum() == len(poet.vocab) - 1
+
+
+def test_a_line_may_not_open_with_an_earlier_line_opener(poet: Poet) -> None:
+    ids = [poet.char_id[ch] for ch in "春风东阳云，长山水月花。"]
+    rows = poet.rows([poet.plan("wuyan_jueju")])
+    rows.history[0, : len(ids)] = ids
+    rows.pos[:] = len(ids)
+    rows.token[:] = ids[-1]  # after 。 the third line opens: not with 春 nor 长
+    allowed = np.ones((1, len(poet.vocab)), bool)
+    poet.ban_repeats(rows, allowed, np.array([True]))
+    assert not allowed[0, poet.char_id["春"]] and not allowed[0, poet.char_id["长"]]
+    assert allowed.sum() == len(poet.vocab) - 2
+
+
+def line_openers_differ(lines: list[str]) -> bool:
+    return len({line[0] for line in lines}) == len(lines)
 
 
 @pytest.mark.parametrize(
