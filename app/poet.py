@@ -323,25 +323,34 @@ class Poet(ManifestModel):
             allowed[row[restore], follower[restore]] = saved[restore]
 
     def choose(self, masked: np.ndarray, rows: PoemRows, free: np.ndarray) -> np.ndarray:
-        """Greedy where temperature is 0; elsewhere a draw from the top-k of softmax(logits / temperature),
-        using the row's own uniform number for this position (inverse CDF), so a seed fixes the poem."""
+        """Greedy where temperature is 0; elsewhere a draw from softmax(logits / temperature), restricted to the
+        top-k when the request gives k, using the row's own uniform number for this position (inverse CDF), so a
+        seed fixes the poem. Inverse-CDF sampling needs no order: only rows with a top-k sort, and only their
+        k largest."""
         chosen = masked.argmax(axis=1)
-        sampled = np.nonzero((rows.temperature > 0) & free)[0]
-        if len(sampled) == 0:
-            return chosen
-        logits = masked[sampled] / rows.temperature[sampled, None]
-        k = int(min(rows.top_k[sampled].max(), logits.shape[1]))
-        top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(logits, top, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        top, values = np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
-        values[np.arange(k)[None, :] >= rows.top_k[sampled, None]] = -np.inf
-        probs = np.exp(values - values[:, :1])
-        cdf = np.cumsum(probs, axis=1)
-        u = rows.noise[sampled, rows.pos[sampled]] * cdf[:, -1]
-        pick = np.minimum((cdf <= u[:, None]).sum(axis=1), k - 1)
-        chosen[sampled] = top[np.arange(len(sampled)), pick]
+        sampling = (rows.temperature > 0) & free
+        whole = np.nonzero(sampling & (rows.top_k >= masked.shape[1]))[0]
+        if len(whole):
+            u = rows.noise[whole, rows.pos[whole]]
+            chosen[whole] = self._draw(masked[whole] / rows.temperature[whole, None], u)
+        top_k = np.nonzero(sampling & (rows.top_k < masked.shape[1]))[0]
+        if len(top_k):
+            logits = masked[top_k] / rows.temperature[top_k, None]
+            k = int(rows.top_k[top_k].max())
+            top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+            values = np.take_along_axis(logits, top, axis=1)
+            order = np.argsort(-values, axis=1, kind="stable")
+            top, values = np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+            values[np.arange(k)[None, :] >= rows.top_k[top_k, None]] = -np.inf
+            pick = self._draw(values, rows.noise[top_k, rows.pos[top_k]])
+            chosen[top_k] = top[np.arange(len(top_k)), pick]
         return chosen
+
+    @staticmethod
+    def _draw(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """For each row, the column whose cumulative softmax first passes that row's uniform number u."""
+        cdf = np.cumsum(np.exp(logits - logits.max(axis=1, keepdims=True)), axis=1)
+        return np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1), logits.shape[1] - 1)
 
     def poem(self, rows: PoemRows, i: int, plan: Plan) -> Poem:
         """Row i's finished poem."""

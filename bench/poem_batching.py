@@ -52,6 +52,37 @@ def sgemm_peak(cores: str) -> float:
     return float(out.stdout.strip())
 
 
+STEP_CURVE = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+from app.poet import Poet
+from app.settings import Settings
+poet = Poet(Path(sys.argv[1]) / "poet", Settings(intra_op_threads=int(sys.argv[2])))
+curve = {}
+for rows in (1, 4, 16, 32, 64):
+    batch = poet.rows([poet.plan("qiyan_lushi") for _ in range(rows)])
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        poet.step(batch)
+        times.append(time.perf_counter() - started)
+    curve[rows] = round(1000 * float(np.median(times)), 3)
+print(json.dumps(curve))
+"""
+
+
+def step_curve(cores: str, models_dir: Path) -> dict[str, float]:
+    """Median ms of one whole decoding step (graph + masks + choice) by rows in the batch, on `cores`.
+
+    Continuous batching pays where a step costs about the same whatever its rows (a GPU); where the cost
+    grows with the rows, a static batch that shrinks as its poems end wastes little."""
+    threads = str(len(cores.split(",")))
+    command = ["taskset", "-c", cores, sys.executable, "-c", STEP_CURVE, str(models_dir), threads]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def characters(metrics_text: str) -> float:
     for line in metrics_text.splitlines():
         if line.startswith('charserve_tokens_total{model="poet"}'):
@@ -77,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     flops = step_flops(manifest)
     peak = sgemm_peak(args.server_cores)
     print(f"SGEMM peak on core(s) {args.server_cores}: {peak / 1e9:.1f} GFLOP/s; {flops / 1e6:.2f} MFLOP a character")
+    curve = step_curve(args.server_cores, args.models_dir)
+    print(f"step ms by rows: {curve}")
     runs = []
     for round_ in range(args.repeats):
         for name, env in SCHEDULERS.items():
@@ -105,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "client_cores": args.client_cores,
         "sgemm_peak_flops": peak,
         "flops_per_character": flops,
+        "step_ms_by_rows": curve,
         "model": {"version": manifest["version"], "config": manifest["config"]},
         "mix": "a third each: wuyan_jueju (20 characters), qiyan_lushi (64), free form of 100-200 (sampled)",
         "rows": rows,
@@ -128,7 +162,14 @@ def table(report: dict) -> str:
             f"{r['p50_ms']} | {r['p99_ms']} | {100 * r['flop_utilisation']:.1f}% |"
         )
     ratio = by["continuous"]["ok_per_s"] / by["static"]["ok_per_s"]
+    curve = report["step_ms_by_rows"]
     lines += [
+        "",
+        "| rows in the batch | " + " | ".join(curve) + " |",
+        "|---|" + "---|" * len(curve),
+        "| one step, ms (graph, masks, choice; median of 30) | "
+        + " | ".join(f"{v:.2f}" for v in curve.values())
+        + " |",
         "",
         f"Continuous ÷ static: **{ratio:.2f}x** poems/s. FLOP utilisation = characters/s × "
         f"{report['flops_per_character'] / 1e6:.2f} MFLOP a character ÷ {report['sgemm_peak_flops'] / 1e9:.1f} "

@@ -25,8 +25,8 @@ from training import poet
 from training.poet import DEFAULT_LR
 
 PUBLISHED = {"sgd": 35.9, "momentum": 27.5, "adagrad": 23.5, "adam": 22.7}
-SETUP = ["--hidden", "256", "--emb", "128", "--layers", "2", "--dropout", "0.1", "--limit", "10000", "--batch-size", "16",
-         "--epochs", "3", "--patience", "3", "--seed", "0"]  # fmt: skip
+SETUP = ["--hidden", "256", "--emb", "128", "--layers", "2", "--dropout", "0.1", "--limit", "10000",
+         "--batch-size", "16", "--epochs", "3", "--patience", "3", "--seed", "0"]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
