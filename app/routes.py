@@ -156,7 +156,7 @@ async def poem(
 ) -> PoemResponse | StreamingResponse:
     """Every regular form comes back exactly: its lines and characters per line, `，` and `。` alternating at
     line ends and nowhere else, the acrostic's characters opening the lines. No character pair repeats
-    within a poem, so greedy decoding neither loops nor repeats a line."""
+    within a poem and no two lines open alike, so greedy decoding neither loops nor repeats a line."""
     try:
         plan = poet.poet.plan(
             request.form, request.prompt, request.acrostic, request.temperature, request.top_k, request.seed,

@@ -178,9 +178,9 @@ class PoemResponse(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "poem": "春风吹柳絮，夏日照荷花。秋水连天碧，冬山带雪斜。",
-                    "lines": ["春风吹柳絮", "夏日照荷花", "秋水连天碧", "冬山带雪斜"],
-                    "form": "wuyan_jueju",
+                    "poem": "春风吹雨夜深时，夏月初生一片云。秋色不知何处去，冬风不得到人间。",
+                    "lines": ["春风吹雨夜深时", "夏月初生一片云", "秋色不知何处去", "冬风不得到人间"],
+                    "form": "qiyan_jueju",
                     "seed": None,
                 }
             ]

@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHARSERVE_", extra="ignore")
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="folder holding one sub-folder per model artifact")
-    models: list[str] = Field(["speller", "classifier"], description="models to load; JSON list in the environment")
+    models: list[str] = Field(
+        ["speller", "classifier", "poet"], description="models to load; JSON list in the environment"
+    )
     providers: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; cuda: fail without one"
     )

@@ -19,7 +19,7 @@ def client(tiny_artifact: Path) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def bundled() -> Iterator[TestClient]:
-    for name in ("speller", "classifier"):
+    for name in ("speller", "classifier", "poet"):
         assert (BUNDLED_MODELS / name / "manifest.json").is_file(), f"models/{name} is part of the repository"
     with TestClient(create_app(Settings())) as c:
         yield c
@@ -198,7 +198,7 @@ def test_bundled_model_leaves_known_words_alone(bundled: TestClient) -> None:
 
 def test_bundled_ready_reports_models_and_providers(bundled: TestClient) -> None:
     models = bundled.get("/ready").json()["models"]
-    expected = [("speller", "CPUExecutionProvider"), ("classifier", "CPUExecutionProvider")]
+    expected = [(name, "CPUExecutionProvider") for name in ("speller", "classifier", "poet")]
     assert [(m["name"], m["provider"]) for m in models] == expected
 
 
@@ -213,3 +213,15 @@ def test_bundled_ready_reports_models_and_providers(bundled: TestClient) -> None
 )
 def test_bundled_classifier_tells_plain_cases(bundled: TestClient, name: str, label: str) -> None:
     assert bundled.post("/classify", json={"text": name}).json()["results"][0]["label"] == label
+
+
+@pytest.mark.parametrize("form", ["wuyan_jueju", "qiyan_jueju", "wuyan_lushi", "qiyan_lushi"])
+def test_bundled_poet_writes_each_form_and_acrostic(bundled: TestClient, form: str) -> None:
+    lines, chars = (4 if "jueju" in form else 8), (5 if form.startswith("wuyan") else 7)
+    acrostic = "春夏秋冬花鸟山水"[:lines]
+    poem = bundled.post("/poem", json={"form": form, "acrostic": acrostic}).json()
+    assert [len(line) for line in poem["lines"]] == [chars] * lines
+    assert "".join(line[0] for line in poem["lines"]) == acrostic
+    assert poem["poem"] == "".join(line + "，。"[i % 2] for i, line in enumerate(poem["lines"]))
+    sampled = bundled.post("/poem", json={"form": form, "temperature": 1.0, "top_k": 20, "seed": 5}).json()
+    assert [len(line) for line in sampled["lines"]] == [chars] * lines and sampled["seed"] == 5

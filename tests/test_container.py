@@ -41,12 +41,16 @@ def client(container: str) -> Iterator[httpx.Client]:
 
 def test_every_endpoint_answers(client: httpx.Client) -> None:
     ready = client.get("/ready").json()
-    assert {m["name"] for m in ready["models"]} == {"speller", "classifier"}
+    assert {m["name"] for m in ready["models"]} == {"speller", "classifier", "poet"}
     fixed = client.post("/correct", json={"text": "Ths sentense has erors"}).json()
     assert fixed["results"][0]["text"] == "This sentence has errors"
     typed = client.post("/classify", json={"text": "Antonio_Veciana"}).json()
     assert typed["results"][0]["label"] == "Person"
     assert client.post("/classify", json={"text": ""}).status_code == 422
+    poem = client.post("/poem", json={"form": "wuyan_jueju", "acrostic": "春夏秋冬"}).json()
+    assert [len(line) for line in poem["lines"]] == [5, 5, 5, 5]
+    assert "".join(line[0] for line in poem["lines"]) == "春夏秋冬"
+    assert client.post("/poem", json={"form": "sonnet"}).status_code == 422
 
 
 def test_the_server_process_is_not_root(container: str) -> None:

@@ -94,7 +94,8 @@ def test_the_app_serves_the_exported_artifact(tiny_artifact: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tiny_artifact))) as client:
         ready = client.get("/ready").json()
         assert ready["models"] == [
-            {"name": name, "version": "0.0.1", "provider": "CPUExecutionProvider"} for name in ("speller", "classifier")
+            {"name": name, "version": "0.0.1", "provider": "CPUExecutionProvider"}
+            for name in ("speller", "classifier", "poet")
         ]
         result = client.post("/correct", json={"text": "Teh peple"}).json()["results"][0]
         assert [c["original"] for c in result["corrections"]] == ["Teh", "peple"][: len(result["corrections"])]
