@@ -101,7 +101,7 @@ def write_readme(result: dict) -> None:
         "`python:3.11-slim` from `../shared/tools/docker-local.sh`, 2 CPU cores): image "
         f"**{result['image_mb']:.0f} MB**, of which {result['base_image_mb']:.0f} MB is the base image "
         "(the stand-in's Debian Python; the real `python:3.11-slim` is smaller); container start to `/ready` 200, "
-        "both models loaded and warmed: "
+        "every model loaded and warmed: "
         f"median **{result['start_to_ready_median']:.1f} s** over {len(result['start_to_ready_seconds'])} starts "
         f"({', '.join(f'{s:.1f}' for s in result['start_to_ready_seconds'])} s).\n"
     )
