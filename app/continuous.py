@@ -153,16 +153,13 @@ class ContinuousBatcher:
         for i, job in enumerate(live):
             if job.stream is not None and not job.gone and tokens[i] != self.poet.eos:
                 job.stream.put_nowait(str(self.poet.vocab[tokens[i]]))
-        keep = ~finished
         for i in np.nonzero(finished)[0]:
             job = live[i]
             if not job.gone:
                 job.future.set_result(self.poet.poem(rows, int(i), job.plan))
             if job.stream is not None:
                 job.stream.put_nowait(None)
-        for i, job in enumerate(live):
-            if job.gone and keep[i]:
-                keep[i] = False
+        keep = ~finished & ~np.array([job.gone for job in live])
         if keep.all():
             return rows, live
         return rows.take(keep), [job for job, k in zip(live, keep, strict=True) if k]

@@ -250,7 +250,7 @@ class Poet(ManifestModel):
         logits, rows.h, rows.c = self.session.run(None, {"token": rows.token, "h": rows.h, "c": rows.c})
         n = len(rows)
         at = np.arange(n)
-        forced = rows.forced[at, rows.pos].copy()
+        forced = rows.forced[at, rows.pos]
         free_row = forced == FREE
         prev = rows.token
         prev_start = (prev == self.bos) | self.is_line_end[prev]  # the next character starts a line

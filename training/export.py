@@ -115,6 +115,12 @@ def _io_spec(io: dict) -> dict:
     }
 
 
+def read_summary(run_dir: Path) -> dict:
+    """The training run's summary.json, or nothing for a run that wrote none."""
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_manifest(out: Path, manifest: dict, weights: str) -> dict:
     """Write out/manifest.json. Measured quality belongs to the benches: it is carried over from the manifest
     already there only when `weights`, the file that holds the trained weights, is the same file."""
@@ -157,7 +163,7 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
     run_dir = checkpoint.parent
     paths = export_speller(model, out)
     shutil.copyfile(run_dir / "dictionary.txt", out / "dictionary.txt")
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = read_summary(run_dir)
     vocab = state["vocab"]
     manifest = {
         "name": "speller",
@@ -232,8 +238,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         raise ValueError("ensemble members must share vocabulary, max_len and keep_end")
     members = [m for m, _ in loaded]
     path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out)
-    summary_path = checkpoints[0].parent / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = read_summary(checkpoints[0].parent)
     manifest = {
         "name": "classifier",
         "version": version,
@@ -329,8 +334,7 @@ def export_poet(model: PoetLM, out: Path, fp16: bool) -> Path:
 def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = True) -> dict:
     model, state = load_poet(checkpoint)
     path = export_poet(model, out, fp16)
-    summary_path = checkpoint.parent / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = read_summary(checkpoint.parent)
     vocab = state["vocab"]
     data = dict(state["data"])
     if "source" not in data and state["args"].get("data") == "None":  # runs from before the field: fetched
