@@ -11,6 +11,7 @@ import torch
 from app.classifier import Classifier
 from app.classifier import normalise as served_normalise
 from app.settings import Settings
+from tests.conftest import tiny_classifier_args
 from training import classifier_data
 from training.classifier import PRESETS, clip, encode, predict
 from training.classifier_model import NameClassifier, NameClassifierEnsemble, hashed_ngrams
@@ -139,6 +140,22 @@ def test_lab_preset_is_the_lab_configuration(tiny_dbpedia_dir: Path, tmp_path: P
     assert model.embed.weight.requires_grad is False  # one-hot characters
     assert PRESETS["lab"]["lr"] == 0.5 and PRESETS["lab"]["batch_size"] == 64
     assert summary["preset"] == "lab"
+
+
+def test_a_refit_learns_from_train_and_valid_replaying_the_validated_run(
+    tiny_dbpedia_dir: Path, tiny_classifier_run: Path, tmp_path: Path
+) -> None:
+    from training import classifier
+
+    validated = json.loads((tiny_classifier_run / "summary.json").read_text())
+    args = tiny_classifier_args(tiny_dbpedia_dir, tmp_path, "--refit-from", str(tiny_classifier_run))
+    refit = classifier.main(args)
+    data = classifier_data.build(tiny_dbpedia_dir)
+    assert refit["train_names"] == len(data.train) + len(data.valid)
+    assert len(refit["history"]["loss/train"]) == validated["best_epoch"]  # as many epochs as the best one
+    assert refit["history"]["valid/macro_f1"] == [] and refit["best_valid_macro_f1"] is None
+    _, state = load_classifier(tmp_path / "best.pt")
+    assert state["epoch"] == validated["best_epoch"] and state["valid"] == {"refit_of": str(tiny_classifier_run)}
 
 
 def test_encode_pads_with_zero() -> None:

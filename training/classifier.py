@@ -103,6 +103,21 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
 
 
+def save_checkpoint(model: NameClassifier, vocab: list[str], args: argparse.Namespace, epoch: int, valid: dict) -> None:
+    checkpoint = {
+        "config": model.config,
+        "state_dict": model.state_dict(),
+        "vocab": vocab,
+        "labels": LABELS,
+        "max_len": args.max_len,
+        "keep_end": args.keep_end,
+        "epoch": epoch,
+        "valid": valid,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    torch.save(checkpoint, args.out / "best.pt")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with smaller.{train,valid,test}")
@@ -123,6 +138,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="train on the first N names only (for smoke tests)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--refit-from", type=Path,
+        help="a finished run of the same configuration: train on train + valid for as many epochs as its best "
+        "one, the learning rate replaying its schedule; keeps the last epoch (no validation figure exists)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
@@ -139,6 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
     data = classifier_data.build(args.data)
     train = data.train[: args.limit] if args.limit else data.train
     valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
+    # A refit learns from the validation names too, so nothing is left to select on: the epoch count and the
+    # learning-rate cuts come from the validated run instead.
+    replayed = json.loads((args.refit_from / "summary.json").read_text()) if args.refit_from else None
+    if replayed:
+        train, valid = train + valid, []
+        args.epochs = replayed["best_epoch"]
     char_id = {ch: i for i, ch in enumerate(data.vocab)}
     print(f"train {len(train)} names, valid {len(valid)}, test {len(data.test)}, vocabulary {len(data.vocab)}")
 
@@ -170,9 +196,15 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer.step()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.3f}")
+        history["loss/train"].append(total / max(steps, 1))
+        if replayed:
+            scheduler.step(replayed["history"]["valid/macro_f1"][epoch - 1])
+            print(f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, {time.time() - started:.0f}s", flush=True)
+            if epoch == args.epochs:
+                save_checkpoint(model, data.vocab, args, epoch, {"refit_of": str(args.refit_from)})
+            continue
         metrics, _ = evaluate(model, valid, char_id, args)
         scheduler.step(metrics["macro_f1"])
-        history["loss/train"].append(total / max(steps, 1))
         history["loss/valid"].append(metrics["loss"])
         history["valid/accuracy"].append(metrics["accuracy"])
         history["valid/macro_f1"].append(metrics["macro_f1"])
@@ -184,18 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         save_curves(history, args.out / "curves.png", f"classifier ({args.preset})")
         if metrics["macro_f1"] > best:
             best, since_best = metrics["macro_f1"], 0
-            checkpoint = {
-                "config": model.config,
-                "state_dict": model.state_dict(),
-                "vocab": data.vocab,
-                "labels": LABELS,
-                "max_len": args.max_len,
-                "keep_end": args.keep_end,
-                "epoch": epoch,
-                "valid": {k: v for k, v in metrics.items() if k != "per_class"},
-                "args": {k: str(v) for k, v in vars(args).items()},
-            }
-            torch.save(checkpoint, args.out / "best.pt")
+            save_checkpoint(model, data.vocab, args, epoch, {k: v for k, v in metrics.items() if k != "per_class"})
         else:
             since_best += 1
             if since_best >= args.patience:
@@ -210,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "preset": args.preset,
         "best_epoch": int(torch.load(args.out / "best.pt", weights_only=False)["epoch"]),
-        "best_valid_macro_f1": best,
+        "best_valid_macro_f1": None if replayed else best,
+        "refit_of": str(args.refit_from) if replayed else None,
         "test": test,
         "history": history,
         "sources": data.sources,
