@@ -7,8 +7,6 @@ INFRA := .venv-infra/bin/checkov
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Beyond this many connections and requests uvicorn answers 503 at once (see docs/benchmarks.md).
-LIMIT_CONCURRENCY ?= 96
 
 SPELLING ?= ../shared/data/spelling
 SPELLER_RUN ?= runs/speller
@@ -32,7 +30,7 @@ $(INFRA):
 
 ## Install the serving dependencies and start the API on the bundled models.
 serve: install-serve
-	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --limit-concurrency $(LIMIT_CONCURRENCY)
+	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 ## Install what the tests need, lint, and run the whole suite.
 test: install-test

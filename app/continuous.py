@@ -1,8 +1,8 @@
-"""Continuous (iteration-level) batching for a step-wise decoder: the poet.
+"""Continuous (iteration-level) batching for a step-wise decoder (app/step_model.py): the poet, the speller.
 
-One loop per model runs decoder steps over the live batch. Between two steps, waiting requests join
-(continuous) and finished poems leave at once, so the batch holds only live rows and a short poem never
-waits for a long one. `static=True` admits new requests only into an empty batch: the baseline that
+One loop per model runs decoder steps over the live batch. Between two steps, waiting items (poems, words)
+join (continuous) and finished ones leave at once, so the batch holds only live rows and a short poem never
+waits for a long one. `static=True` admits new items only into an empty batch: the baseline that
 bench/poem_batching.py measures against.
 
 As for dynamic batching (app/batching.py): a bounded queue (Overloaded → 503), a per-request deadline
@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -24,15 +25,16 @@ import numpy as np
 
 from app.batching import DeadlineExceeded, Overloaded
 from app.metrics import Metrics
-from app.poet import Plan, Poem, PoemRows, Poet
+from app.speller import CorrectedText, Speller
+from app.step_model import StepModel, StreamingModel
 
 log = logging.getLogger("charserve.continuous")
 
 
 @dataclass
 class _Job:
-    plan: Plan
-    future: asyncio.Future[Poem]
+    plan: Any
+    future: asyncio.Future[Any]
     stream: asyncio.Queue[str | None] | None  # characters as written, then None; only for streaming requests
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -41,10 +43,13 @@ class _Job:
         return self.future.done()
 
 
-class ContinuousBatcher:
+ModelT = TypeVar("ModelT", bound=StepModel)
+
+
+class ContinuousBatcher(Generic[ModelT]):
     def __init__(
         self,
-        poet: Poet,
+        model: ModelT,
         *,
         max_batch: int,
         max_queue: int,
@@ -53,7 +58,8 @@ class ContinuousBatcher:
         metrics: Metrics | None = None,
         static: bool = False,
     ) -> None:
-        self.poet, self.name = poet, poet.name
+        self.model, self.name = model, model.name
+        self.text_of = model.text_of if isinstance(model, StreamingModel) else None
         self.max_batch, self.max_queue, self.deadline_s, self.static = max_batch, max_queue, deadline_s, static
         self.limiter = limiter
         self.metrics = metrics or Metrics()
@@ -69,32 +75,44 @@ class ContinuousBatcher:
             self.loop_task.cancel()
             await asyncio.gather(self.loop_task, return_exceptions=True)
 
-    def _enqueue(self, plan: Plan, stream: bool) -> _Job:
+    def _enqueue(self, plans: list[Any], stream: bool) -> list[_Job]:
+        """Queue one request's items together. A request is refused only if the queue is already full when it
+        comes, so one with more items than the limit still gets in when the queue is short."""
         if self.loop_task is None:
             raise RuntimeError(f"the {self.name} batcher is not started")
         if len(self.waiting) >= self.max_queue:
             self.metrics.rejected.labels(self.name).inc()
-            raise Overloaded(f"{len(self.waiting)} poems already waiting (limit {self.max_queue})")
-        job = _Job(plan, asyncio.get_running_loop().create_future(), asyncio.Queue() if stream else None)
-        self.waiting.append(job)
+            raise Overloaded(f"{len(self.waiting)} items already waiting (limit {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(plan, loop.create_future(), asyncio.Queue() if stream else None) for plan in plans]
+        self.waiting += jobs
         self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
         self.wake.set()
-        return job
+        return jobs
 
-    async def submit(self, plan: Plan) -> Poem:
-        job = self._enqueue(plan, stream=False)
+    async def submit(self, plan: Any) -> Any:
+        return (await self.submit_many([plan]))[0]
+
+    async def submit_many(self, plans: list[Any]) -> list[Any]:
+        """The results of one request's items, decoded wherever each joins the running batch."""
+        if not plans:
+            return []
+        jobs = self._enqueue(plans, stream=False)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.deadline_s)
+            return await asyncio.wait_for(asyncio.gather(*(asyncio.shield(j.future) for j in jobs)), self.deadline_s)
         except TimeoutError as exc:
-            raise DeadlineExceeded(f"no poem within {self.deadline_s:g} s") from exc
+            raise DeadlineExceeded(f"not answered within {self.deadline_s:g} s") from exc
         finally:
-            if not job.future.done():
-                job.future.cancel()  # its row leaves the batch at the next step
+            for job in jobs:
+                if not job.future.done():
+                    job.future.cancel()  # its rows leave the batch at the next step
 
-    async def stream(self, plan: Plan) -> tuple[AsyncGenerator[str, None], asyncio.Future[Poem]]:
-        """Characters as they are written, and the finished poem. Queue-full errors raise here, before the
-        response starts; the iterator raises DeadlineExceeded if the poem outlasts its deadline."""
-        job = self._enqueue(plan, stream=True)
+    async def stream(self, plan: Any) -> tuple[AsyncGenerator[str, None], asyncio.Future[Any]]:
+        """Tokens as they are written, and the finished result. Queue-full errors raise here, before the
+        response starts; the iterator raises DeadlineExceeded if the item outlasts its deadline."""
+        if self.text_of is None:
+            raise TypeError(f"{self.name} does not stream")
+        [job] = self._enqueue([plan], stream=True)
         assert job.stream is not None
         queue = job.stream
 
@@ -105,7 +123,7 @@ class ContinuousBatcher:
                     try:
                         ch = await asyncio.wait_for(queue.get(), max(deadline - time.perf_counter(), 0))
                     except TimeoutError as exc:
-                        raise DeadlineExceeded(f"no poem within {self.deadline_s:g} s") from exc
+                        raise DeadlineExceeded(f"not answered within {self.deadline_s:g} s") from exc
                     if ch is None:
                         return
                     yield ch
@@ -116,7 +134,7 @@ class ContinuousBatcher:
         return characters(), job.future
 
     async def _loop(self) -> None:
-        rows: PoemRows | None = None
+        rows: Any = None
         live: list[_Job] = []
         while True:
             if not live and not self.waiting:
@@ -126,17 +144,18 @@ class ContinuousBatcher:
                 joining = [j for j in self.waiting[: self.max_batch - len(live)] if not j.gone]
                 del self.waiting[: self.max_batch - len(live)]
                 self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
-                if joining:
-                    new = self.poet.rows([j.plan for j in joining])
-                    rows = new if rows is None or not live else PoemRows.concat([rows, new])
-                    live += joining
-            if not live:
+            else:
+                joining = []
+            if not live and not joining:
                 continue
-            assert rows is not None
+            running = rows if live else None
+            live += joining
             try:
-                tokens, finished = await anyio.to_thread.run_sync(self.poet.step, rows, limiter=self.limiter)
+                rows, tokens, finished = await anyio.to_thread.run_sync(
+                    self._join_and_step, running, [j.plan for j in joining], limiter=self.limiter
+                )
             except Exception as exc:  # this step's rows fail; the loop goes on with new requests
-                log.exception("%s step over %d rows failed", self.name, len(live))
+                log.exception("%s step over %d items failed", self.name, len(live))
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(exc)
@@ -146,20 +165,48 @@ class ContinuousBatcher:
                 continue
             rows, live = self._advance(rows, live, tokens, finished)
 
-    def _advance(
-        self, rows: PoemRows, live: list[_Job], tokens: np.ndarray, finished: np.ndarray
-    ) -> tuple[PoemRows, list[_Job]]:
-        """Hand out this step's characters, answer finished poems, drop rows nobody waits for."""
+    def _join_and_step(self, rows: Any, plans: list[Any]) -> tuple[Any, np.ndarray, np.ndarray]:
+        """In a worker thread: start the joining items (the speller encodes them here), then step them all."""
+        if plans:
+            new = self.model.rows(plans)
+            rows = new if rows is None else type(rows).concat([rows, new])
+        tokens, finished = self.model.step(rows)
+        return rows, tokens, finished
+
+    def _advance(self, rows: Any, live: list[_Job], tokens: np.ndarray, finished: np.ndarray) -> tuple[Any, list[_Job]]:
+        """Hand out this step's tokens, answer finished items, drop rows nobody waits for."""
         for i, job in enumerate(live):
-            if job.stream is not None and not job.gone and tokens[i] != self.poet.eos:
-                job.stream.put_nowait(str(self.poet.vocab[tokens[i]]))
-        for i in np.nonzero(finished)[0]:
-            job = live[i]
-            if not job.gone:
-                job.future.set_result(self.poet.poem(rows, int(i), job.plan))
-            if job.stream is not None:
-                job.stream.put_nowait(None)
+            if job.stream is not None and not job.gone and self.text_of is not None:
+                text = self.text_of(int(tokens[i]))
+                if text is not None:
+                    job.stream.put_nowait(text)
+        if finished.any():
+            done = [live[i] for i in np.flatnonzero(finished)]
+            for job, result in zip(done, self.model.answers(rows, finished, [j.plan for j in done]), strict=True):
+                if not job.gone:
+                    job.future.set_result(result)
+                if job.stream is not None:
+                    job.stream.put_nowait(None)
         keep = ~finished & ~np.array([job.gone for job in live])
         if keep.all():
             return rows, live
         return rows.take(keep), [job for job, k in zip(live, keep, strict=True) if k]
+
+
+class ContinuousSpeller:
+    """/correct on continuous batching: every unknown word of a request's texts joins the running beam search
+    at the next step, whatever else is being corrected, and leaves it as soon as its searches end."""
+
+    def __init__(self, speller: Speller, words: ContinuousBatcher[Speller]) -> None:
+        self.speller, self.words = speller, words
+
+    async def start(self) -> None:
+        await self.words.start()
+
+    async def stop(self) -> None:
+        await self.words.stop()
+
+    async def submit(self, texts: list[str]) -> list[CorrectedText]:
+        found, unknown = self.speller.unknown_words(texts)
+        fixed = dict(zip(unknown, await self.words.submit_many(unknown), strict=True))
+        return self.speller.apply(texts, found, fixed)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 
 from app.batching import DynamicBatcher
-from app.continuous import ContinuousBatcher
+from app.continuous import ContinuousBatcher, ContinuousSpeller
 from app.metrics import Metrics
+from app.poet import Poet
 from app.registry import ModelRegistry
 from app.settings import Settings
 
@@ -23,7 +24,7 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher:
+def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher | ContinuousSpeller:
     batcher = request.app.state.batchers.get(name)
     if batcher is None:
         # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
@@ -31,8 +32,8 @@ def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher:
     return batcher
 
 
-def get_speller(request: Request) -> DynamicBatcher:
-    """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts."""
+def get_speller(request: Request) -> DynamicBatcher | ContinuousSpeller:
+    """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts or words."""
     return _batcher(request, "speller")
 
 
@@ -41,7 +42,7 @@ def get_classifier(request: Request) -> DynamicBatcher:
     return _batcher(request, "classifier")
 
 
-def get_poet(request: Request) -> ContinuousBatcher:
+def get_poet(request: Request) -> ContinuousBatcher[Poet]:
     """The poet's scheduler: plans in, poems out, one character of every live poem per step."""
     return _batcher(request, "poet")
 

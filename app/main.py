@@ -11,13 +11,15 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.admission import ConcurrencyLimitMiddleware
 from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
-from app.continuous import ContinuousBatcher
+from app.continuous import ContinuousBatcher, ContinuousSpeller
 from app.metrics import Metrics, MetricsMiddleware
 from app.poet import Poet
 from app.registry import ModelRegistry, ServedModel
 from app.routes import router
 from app.settings import Settings
+from app.speller import Speller
 
 log = logging.getLogger("charserve")
 
@@ -35,8 +37,18 @@ def configure_logging(access_log: bool) -> None:
 
 def make_scheduler(
     name: str, model: ServedModel, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics
-) -> DynamicBatcher | ContinuousBatcher:
+) -> DynamicBatcher | ContinuousBatcher | ContinuousSpeller:
     """Decoders that write one token per step batch continuously; the others gather whole requests."""
+    if isinstance(model, Speller) and settings.speller_scheduling == "continuous" and settings.batch_max_texts > 1:
+        words = ContinuousBatcher(
+            model,
+            max_batch=settings.speller_max_batch_words,
+            max_queue=settings.speller_max_queue_words,
+            deadline_s=settings.request_deadline_s,
+            limiter=workers,
+            metrics=metrics,
+        )
+        return ContinuousSpeller(model, words)
     if isinstance(model, Poet):
         return ContinuousBatcher(
             model,
@@ -92,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry()
     app.state.batchers = {}
     app.include_router(router)
+    # The last added is outermost: metrics see every request, refusals included; the limit refuses before routing.
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(Overloaded)

@@ -32,7 +32,9 @@ class Metrics:
             "charserve_queue_depth", "texts waiting for a batch", ["model"], registry=self.registry
         )
         self.rejected = Counter(
-            "charserve_rejected", "requests refused because their model's queue was full", ["model"],
+            "charserve_rejected",
+            "requests refused: their model's queue was full, or (model http) too many requests in progress",
+            ["model"],
             registry=self.registry,
         )  # fmt: skip
         self.batch_size = Histogram(

@@ -18,6 +18,7 @@ import onnxruntime as ort
 from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
+from app.step_model import decode_all
 
 CONTENT, FREE = -1, -2  # plan entries: any poem character / the free form's rules; ≥ 0: that token, forced
 MIN_LINE, MAX_LINE = 3, 11  # the free form's line lengths: short lines would let greedy decoding repeat them
@@ -359,17 +360,16 @@ class Poet(ManifestModel):
         lines = re.findall(r"[^，。？！]+", text)
         return Poem(text, lines, plan.form, plan.seed)
 
+    def answers(self, rows: PoemRows, which: np.ndarray, plans: list[Plan]) -> list[Poem]:
+        """The finished poems of the rows `which` (a boolean mask)."""
+        return [self.poem(rows, int(i), plan) for i, plan in zip(np.flatnonzero(which), plans, strict=True)]
+
+    def text_of(self, token: int) -> str | None:
+        return None if token == self.eos else str(self.vocab[token])
+
     def write(self, plans: list[Plan]) -> list[Poem]:
         """Every poem of `plans` in one static batch, start to end (tests, warm-up and benchmarks)."""
-        rows = self.rows(plans)
-        index = np.arange(len(plans))
-        done: dict[int, Poem] = {}
-        while len(rows):
-            _, finished = self.step(rows)
-            for i in np.nonzero(finished)[0]:
-                done[int(index[i])] = self.poem(rows, int(i), plans[int(index[i])])
-            rows, index = rows.take(~finished), index[~finished]
-        return [done[i] for i in range(len(plans))]
+        return decode_all(self, plans)
 
 
 def _identity(text: str) -> str:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batching import DeadlineExceeded, DynamicBatcher
-from app.continuous import ContinuousBatcher
+from app.continuous import ContinuousBatcher, ContinuousSpeller
 from app.dependencies import (
     get_classifier,
     get_metrics,
@@ -22,7 +22,7 @@ from app.dependencies import (
     require_json,
 )
 from app.metrics import Metrics
-from app.poet import PoemRequestError
+from app.poet import PoemRequestError, Poet
 from app.registry import ModelRegistry
 from app.schemas import (
     ClassifyRequest,
@@ -104,7 +104,7 @@ async def ready(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Re
 )
 async def correct(
     request: CorrectRequest,
-    speller: Annotated[DynamicBatcher, Depends(get_speller)],
+    speller: Annotated[DynamicBatcher | ContinuousSpeller, Depends(get_speller)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CorrectResponse:
     texts = check_limits(request, settings)
@@ -152,13 +152,13 @@ def sse(event: str, data: object) -> str:
     summary="Write a classical Chinese poem in a given form, optionally an acrostic",
 )
 async def poem(
-    request: PoemRequest, poet: Annotated[ContinuousBatcher, Depends(get_poet)]
+    request: PoemRequest, poet: Annotated[ContinuousBatcher[Poet], Depends(get_poet)]
 ) -> PoemResponse | StreamingResponse:
     """Every regular form comes back exactly: its lines and characters per line, `，` and `。` alternating at
     line ends and nowhere else, the acrostic's characters opening the lines. No character pair repeats
     within a poem and no two lines open alike, so greedy decoding neither loops nor repeats a line."""
     try:
-        plan = poet.poet.plan(
+        plan = poet.model.plan(
             request.form, request.prompt, request.acrostic, request.temperature, request.top_k, request.seed,
             request.max_chars,
         )  # fmt: skip

@@ -36,10 +36,21 @@ class Settings(BaseSettings):
     max_queue_texts: int = Field(
         256, ge=1, description="texts waiting for a batch, per model; a request that would overflow it gets 503"
     )
+    max_concurrent_requests: int = Field(
+        96, ge=0, description="requests inside the app at once; past it 503 with Retry-After, unread (0: no bound)"
+    )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
     speller_max_batch_words: int = Field(
-        128, ge=1, description="distinct words decoded together; larger requests run in chunks of this size"
+        128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
+    )
+    speller_scheduling: Literal["continuous", "dynamic"] = Field(
+        "continuous",
+        description="continuous: each unknown word joins the running beam search at the next step; "
+        "dynamic: whole requests gathered into one call (batch_max_texts, batch_max_wait_ms)",
+    )
+    speller_max_queue_words: int = Field(
+        1024, ge=1, description="continuous: words waiting to join the beam search; a request arriving beyond: 503"
     )
     speller_beam_size: int | None = Field(None, ge=1, le=32, description="override the manifest's beam size")
     speller_prior_weight: float | None = Field(

@@ -6,7 +6,7 @@ and finished words leave the batch at once so later steps only pay for live ones
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,10 @@ from app.arrays import pad_rows
 from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
-from app.text import candidate_words, restore_case
+from app.speller_rows import NEG_INF, DecoderRows, SpellRows
+from app.step_model import decode_all
+from app.text import Token, candidate_words, restore_case
 from app.trie import ROOT, DictionaryTrie
-
-NEG_INF = np.float32(-1e9)
 
 
 @dataclass(frozen=True)
@@ -83,134 +83,135 @@ class Speller(ManifestModel):
         self.correct_words(["speling", "korrect"])
 
     def correct_words(self, words: list[str]) -> list[str]:
-        """Lowercase a-z words → their corrections, all decoded together.
+        """Lowercase a-z words → their corrections, all decoded together: the loop runs over steps, never over
+        words; every step is one decoder call per search and a few array operations for the whole batch."""
+        return decode_all(self, words)
 
-        A beam search over dictionary words (the trie masks every other continuation); each finished
-        hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
-        − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
-        that end early beat the longer right ones. With beam 1 and both weights 0 it is plain
-        constrained greedy decoding. The loop runs over steps, never over words:
-        every step is one decoder call and a few array operations for the whole batch.
-        With an oov_penalty, an unconstrained greedy pass may answer a word outside the dictionary.
-        """
-        if not words:
-            return []
+    def rows(self, words: list[str]) -> SpellRows:
+        """Encode the words (one encoder call) and start both searches for each: the batch they join."""
         src, lengths = self._ids(words)
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
-        encoded = (memory, keys, h, c, bias)
-        best, found, decoded = self._dictionary_beam(words, *encoded)
+        n, beam = len(words), self.beam_size
+
+        def decoder_rows(word: np.ndarray) -> DecoderRows:
+            return DecoderRows(
+                word=word,
+                token=np.full(len(word), self.sos_id, dtype=np.int64),
+                h=h[:, word],
+                c=c[:, word],
+                memory=memory[word],
+                keys=keys[word],
+                bias=bias[word],
+                nodes=np.full(len(word), ROOT, dtype=np.int32),
+                history=np.zeros((len(word), self.max_steps), dtype=np.int64),
+            )
+
+        score = np.full((n, beam), -np.inf, dtype=np.float32)
+        score[:, 0] = 0  # one live hypothesis per word to start with
+        searching_open = np.arange(n) if self.oov_penalty is not None else np.arange(0)
+        return SpellRows(
+            words=np.array(words, dtype=object),
+            step=np.zeros(n, dtype=np.int64),
+            score=score,
+            best=np.full(n, -np.inf, dtype=np.float32),
+            best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
+            open_total=np.zeros(n, dtype=np.float32),
+            open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
+            beam=decoder_rows(np.repeat(np.arange(n), beam)),  # each word gets `beam` rows
+            open=decoder_rows(searching_open),
+        )
+
+    def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:
+        """One decoding step of every live row, in place. Returns the rows' tokens (nothing to stream here: empty)
+        and which words have finished both searches."""
+        decoded = len(rows.beam) + len(rows.open)
+        if len(rows.beam):
+            self._beam_step(rows)
+        if len(rows.open):
+            self._open_step(rows)
+        rows.step += 1
+        self._observe(len(rows), decoded)
+        return np.empty(0, dtype=np.int64), rows.finished()
+
+    def answers(self, rows: SpellRows, which: np.ndarray, words: list[str]) -> list[str]:
+        """The corrections of the finished words `which` (a boolean mask over the batch's words), `words`.
+
+        The beam's best dictionary word, unless the greedy pass (with an oov_penalty) spelled a word that beats
+        it by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
+        """
+        known = self._spell(rows.best_ids[which])
         if self.oov_penalty is None:
-            self._observe(len(words), decoded)
-            return found
-        # The model's own spelling, free of the dictionary, wins only if it beats the best dictionary
-        # word by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
-        score, spelled, greedy_decoded = self._open_greedy(*encoded)
-        self._observe(len(words), decoded + greedy_decoded)
-        score -= self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
+            return known
+        spelled = self._spell(rows.open_ids[which])
+        score = rows.open_total[which] - self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
         score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
         # A copy of the misspelling is no answer: the model saying "looks fine" about a word no dictionary
         # has is how it fails on misspellings it cannot place, so the dictionary's best word stands.
         fresh = [bool(own) and own != word and own not in self.words for own, word in zip(spelled, words, strict=True)]
-        wins = (score > best) & np.array(fresh)
-        return [own if win else known for own, win, known in zip(spelled, wins, found, strict=True)]
+        wins = (score > rows.best[which]) & np.array(fresh, dtype=bool)
+        return [own if win else best for own, win, best in zip(spelled, wins, known, strict=True)]
 
     def _observe(self, words: int, decoded: int) -> None:
         if self.metrics is not None:
             self.metrics.observe_batch("speller", words, decoded)
 
-    def _dictionary_beam(
-        self, words: list[str], memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
-    ) -> tuple[np.ndarray, list[str], int]:
-        """The best dictionary word for each misspelling, its score, and how many rows × steps were decoded."""
-        beam, weight, vocab = self.beam_size, self.prior_weight, len(self.id_to_byte)
-        edit_weight = self.edit_penalty
-        batch = len(words)
+    def _beam_step(self, rows: SpellRows) -> None:
+        """The beam search over dictionary words (the trie masks every other continuation). Each finished
+        hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
+        − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
+        that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy."""
+        g, beam, vocab = rows.beam, self.beam_size, len(self.id_to_byte)
+        logits, h, c = self.decoder.run(None, g.inputs())
+        here = g.word[::beam]  # the searching words, in the order of their rows
+        n = len(here)
+        logp = np.where(self.trie.allowed[g.nodes], _log_softmax(logits), -np.inf)
+        total = (rows.score[here].reshape(-1, 1) + logp).reshape(n, beam * vocab)
+        top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
+        top_score = np.take_along_axis(total, top, axis=1)
+        parent = (np.arange(n)[:, None] * beam + top // vocab).ravel()  # always a row of the same word
+        token = (top % vocab).ravel()
+        history, nodes, h, c = g.history[parent], g.nodes[parent], h[:, parent], c[:, parent]
+        step = rows.step[g.word]
+        history[np.arange(len(token)), step] = token
+        ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
+        # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
+        final = np.where(ended, top_score.ravel() + self.prior_weight * self.trie.log_prior[nodes], -np.inf)
+        if self.edit_penalty and ended.any():
+            done = np.flatnonzero(ended)
+            spelled = self.id_to_byte[history[done]]
+            lengths = step[done]  # the tokens before this step's eos
+            candidates = [row[:n].tobytes().decode("ascii") for row, n in zip(spelled, lengths, strict=True)]
+            distance = cpdist(list(rows.words[g.word[done]]), candidates, scorer=OSA.distance)
+            final[done] -= self.edit_penalty * distance
+        final = final.reshape(n, beam)
+        pick = final.argmax(axis=1)
+        chosen = final[np.arange(n), pick]
+        better = chosen > rows.best[here]
+        rows.best[here[better]] = chosen[better]
+        rows.best_ids[here[better]] = history.reshape(n, beam, -1)[better, pick[better]]
 
-        row_words = np.repeat(np.arange(batch), beam)  # each word gets `beam` rows; the word each row decodes
-        memory, keys, bias = memory[row_words], keys[row_words], bias[row_words]
-        h, c = h[:, row_words], c[:, row_words]
-        score = np.full((batch, beam), -np.inf, dtype=np.float32)
-        score[:, 0] = 0  # one live hypothesis per word to start with
-        token = np.full(batch * beam, self.sos_id, dtype=np.int64)
-        nodes = np.full(batch * beam, ROOT, dtype=np.int32)
-        history = np.zeros((batch * beam, self.max_steps), dtype=np.int64)
-        best = np.full(batch, -np.inf, dtype=np.float32)
-        best_ids = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
-        live = np.arange(batch)  # words still searching, in the order of the rows
-        decoded = 0
+        score = np.where(ended.reshape(n, beam), -np.inf, top_score)
         # No finished word can score above its best live hypothesis plus the largest prior.
-        prior_bound = weight * self.trie.max_log_prior
+        score[rows.best[here] >= score.max(axis=1) + self.prior_weight * self.trie.max_log_prior] = -np.inf
+        score[rows.step[here] + 1 >= self.max_steps] = -np.inf  # out of steps
+        rows.score[here] = score
+        going = np.isfinite(score).reshape(-1)
+        nodes = np.where(going, self.trie.step(nodes, token), ROOT)
+        searching = np.repeat(np.isfinite(score).any(axis=1), beam)
+        rows.beam = replace(g, token=token, h=h, c=c, nodes=nodes, history=history).take(searching)
 
-        for step in range(self.max_steps):
-            logits, h, c = self.decoder.run(
-                None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
-            )
-            decoded += len(token)
-            logp = np.where(self.trie.allowed[nodes], _log_softmax(logits), -np.inf)
-            total = (score.reshape(-1, 1) + logp).reshape(len(live), beam * vocab)
-            top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
-            top_score = np.take_along_axis(total, top, axis=1)
-            parent = (np.arange(len(live))[:, None] * beam + top // vocab).ravel()
-            token = (top % vocab).ravel()
-            history, nodes, h, c = history[parent], nodes[parent], h[:, parent], c[:, parent]
-            history[:, step] = token
-            ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
-            # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
-            final = np.where(ended, top_score.ravel() + weight * self.trie.log_prior[nodes], -np.inf)
-            if edit_weight and ended.any():
-                done = np.flatnonzero(ended)
-                spelled = self.id_to_byte[history[done, :step]]
-                candidates = [row.tobytes().decode("ascii") for row in spelled]
-                distance = cpdist([words[i] for i in row_words[done]], candidates, scorer=OSA.distance)
-                final[done] -= edit_weight * distance
-            final = final.reshape(len(live), beam)
-            pick = final.argmax(axis=1)
-            better = final[np.arange(len(live)), pick] > best[live]
-            best[live[better]] = final[better, pick[better]]
-            best_ids[live[better]] = history.reshape(len(live), beam, -1)[better, pick[better]]
-
-            score = np.where(ended.reshape(len(live), beam), -np.inf, top_score)
-            score[best[live] >= score.max(axis=1) + prior_bound] = -np.inf
-            going = np.isfinite(score).reshape(-1)
-            nodes = np.where(going, self.trie.step(nodes, token), ROOT)
-            searching = np.isfinite(score).any(axis=1)
-            if not searching.all():  # drop finished words: later steps pay only for live ones
-                keep = np.repeat(searching, beam)
-                live, score = live[searching], score[searching]
-                token, nodes, history, row_words = token[keep], nodes[keep], history[keep], row_words[keep]
-                h, c, memory, keys, bias = h[:, keep], c[:, keep], memory[keep], keys[keep], bias[keep]
-            if live.size == 0:
-                break
-        return best, self._spell(best_ids), decoded
-
-    def _open_greedy(
-        self, memory: np.ndarray, keys: np.ndarray, h: np.ndarray, c: np.ndarray, bias: np.ndarray
-    ) -> tuple[np.ndarray, list[str], int]:
-        """Unconstrained greedy decoding (letters and end only): each word's log-probability and spelling, and the
-        rows × steps decoded."""
-        batch = memory.shape[0]
-        out = np.full((batch, self.max_steps), self.eos_id, dtype=np.int64)
-        total = np.zeros(batch, dtype=np.float32)
-        live = np.arange(batch)
-        token = np.full(batch, self.sos_id, dtype=np.int64)
-        decoded = 0
-        for step in range(self.max_steps):
-            logits, h, c = self.decoder.run(
-                None, {"token": token, "h": h, "c": c, "memory": memory, "keys": keys, "bias": bias}
-            )
-            decoded += len(token)
-            logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
-            token = logp.argmax(axis=1)
-            total[live] += logp[np.arange(len(live)), token]
-            out[live, step] = token
-            keep = token != self.eos_id
-            if not keep.all():
-                live, token, h, c = live[keep], token[keep], h[:, keep], c[:, keep]
-                memory, keys, bias = memory[keep], keys[keep], bias[keep]
-            if live.size == 0:
-                break
-        return total, self._spell(out), decoded
+    def _open_step(self, rows: SpellRows) -> None:
+        """The unconstrained greedy pass (letters and end only): its log-probability and spelling."""
+        g = rows.open
+        logits, h, c = self.decoder.run(None, g.inputs())
+        logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
+        token = logp.argmax(axis=1)
+        rows.open_total[g.word] += logp[np.arange(len(token)), token]
+        step = rows.step[g.word]
+        rows.open_ids[g.word, step] = token
+        writing = (token != self.eos_id) & (step + 1 < self.max_steps)
+        rows.open = replace(g, token=token, h=h, c=c).take(writing)
 
     def _spell(self, ids: np.ndarray) -> list[str]:
         """[B, S] ids ending in eos → words, converted as one array."""
@@ -230,18 +231,27 @@ class Speller(ManifestModel):
 
     def correct_texts(self, texts: list[str]) -> list[CorrectedText]:
         """Correct every unknown word of every text, all in one batch."""
-        tokens = [candidate_words(text, max_len=self.max_len) for text in texts]
-        unknown = sorted({t.text.lower() for ts in tokens for t in ts} - self.words)
+        found, unknown = self.unknown_words(texts)
         # Bounded chunks: a full request can hold tens of thousands of distinct words, and one batch of
         # them times the beam would need gigabytes of attention memory.
         fixed: dict[str, str] = {}
         for start in range(0, len(unknown), self.max_batch_words):
             chunk = unknown[start : start + self.max_batch_words]
             fixed.update(zip(chunk, self.correct_words(chunk), strict=True))
+        return self.apply(texts, found, fixed)
+
+    def unknown_words(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
+        """Each text's candidate words, and the distinct lowercase ones no dictionary knows: those to decode."""
+        found = [candidate_words(text, max_len=self.max_len) for text in texts]
+        return found, sorted({t.text.lower() for ts in found for t in ts} - self.words)
+
+    @staticmethod
+    def apply(texts: list[str], found: list[list[Token]], fixed: dict[str, str]) -> list[CorrectedText]:
+        """The texts with the corrections `fixed` (lowercase word → its correction) applied, case kept."""
         results = []
-        for text, found in zip(texts, tokens, strict=True):
+        for text, tokens in zip(texts, found, strict=True):
             corrections = []
-            for token in found:
+            for token in tokens:
                 suggestion = fixed.get(token.text.lower())
                 if suggestion and suggestion != token.text.lower():
                     corrections.append(

@@ -1,4 +1,5 @@
-"""Overload: an open loop well past capacity, against the server with and without uvicorn's concurrency limit.
+"""Overload: an open loop well past capacity, against the server with no bound on requests in progress, with
+uvicorn's `--limit-concurrency` (plain-text 503) and with ours (app/admission.py: JSON 503, the default).
 
     python -m bench.overload --rate 600 --seconds 8
 
@@ -18,8 +19,13 @@ import sys
 from bench.load import BODIES, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
-CONFIGS = {"no concurrency limit": [], "uvicorn --limit-concurrency 96 (the default of make serve and the image)": [
-    "--limit-concurrency", "96"]}  # fmt: skip
+# name → (uvicorn arguments, environment)
+CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "no concurrency limit": ([], {"CHARSERVE_MAX_CONCURRENT_REQUESTS": "0"}),
+    "uvicorn --limit-concurrency 96 (plain-text 503)": (
+        ["--limit-concurrency", "96"], {"CHARSERVE_MAX_CONCURRENT_REQUESTS": "0"}),
+    "CHARSERVE_MAX_CONCURRENT_REQUESTS=96 (JSON 503; the default)": ([], {}),
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     rows = []
-    for name, extra in CONFIGS.items():
-        server = start_server({}, args.server_cores, args.port, extra)
+    for name, (extra, env) in CONFIGS.items():
+        server = start_server(env, args.server_cores, args.port, extra)
         try:
             url = f"http://127.0.0.1:{args.port}{args.endpoint}"
             result = asyncio.run(open_loop(url, BODIES[args.endpoint], args.rate, args.seconds))

@@ -35,11 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning"]
 LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-timeout", "0.002"]
 NAIVE = ["-m", "bench.naive_server"]
+# Servers that differ from (b) only for some endpoints run only those.
+ONLY = {"charserve, speller batching whole requests (dynamic)": ["/correct"]}
 NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B", "cls_N1", "cls_N2")]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
     "charserve": (UVICORN, {}),
+    "charserve, speller batching whole requests (dynamic)": (UVICORN, {"CHARSERVE_SPELLER_SCHEDULING": "dynamic"}),
     "LitServe (max_batch_size 64, batch_timeout 2 ms)": (LITSERVE, {}),
     "naive: PyTorch eager, one request at a time": (NAIVE, {}),
 }
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             extra = ["--threads", str(len(args.server_cores.split(",")))] if python_args is NAIVE else None
             server = start_server(env, args.server_cores, args.port, extra=extra, python_args=python_args)
             try:
-                for endpoint in args.endpoints:
+                for endpoint in [e for e in args.endpoints if e in ONLY.get(name, [e])]:
                     url = f"http://127.0.0.1:{args.port}{endpoint}"
                     result = asyncio.run(closed_loop(url, BODIES[endpoint], args.concurrency, args.seconds))
                     row = {"round": round_, "server": name, "endpoint": endpoint, "concurrency": args.concurrency,
@@ -183,7 +186,9 @@ def markdown(report: dict) -> str:
         "`/correct` bodies are single distinct misspellings (2,000 one-edit typos of frequent English words,",
         "`bench/load.py`), so that the speller's deduplication of a batch's words does not flatter batching.",
         "Server: `CHARSERVE_INFERENCE_WORKERS=1`, `CHARSERVE_INTRA_OP_THREADS` = its cores,",
-        "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. LitServe runs the",
+        "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. charserve's speller batches continuously (each word",
+        "joins the running beam search at the next step); the dynamic row gathers whole requests into one",
+        "call instead (`CHARSERVE_SPELLER_SCHEDULING=dynamic`, up to 64 texts or 2 ms). LitServe runs the",
         "same `app/` inference modules on the same ONNX files, one worker, its own batching",
         "(bench/litserve_server.py). The naive server runs the training checkpoints in PyTorch eager, one",
         "request at a time, greedy decoding (bench/naive_server.py). The open-loop row sends at half of",

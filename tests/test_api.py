@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.admission import ConcurrencyLimitMiddleware
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
@@ -102,13 +103,25 @@ def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
         assert "the limit is 100" in response.json()["detail"]
 
 
-def test_overload_is_refused_fast_with_retry_after(client: TestClient) -> None:
-    batcher = client.app.state.batchers["speller"]
-    batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
-    try:
-        response = client.post("/correct", json={"text": "teh"})
-    finally:
+def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact, speller_scheduling="dynamic"))) as dynamic:
+        batcher = dynamic.app.state.batchers["speller"]
+        batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
+        response = dynamic.post("/correct", json={"text": "teh"})
         batcher.queued_items = 0
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "overloaded" in response.json()["detail"]
+
+
+def test_overload_is_refused_fast_when_words_batch_continuously(tiny_artifact: Path) -> None:
+    settings = Settings(models_dir=tiny_artifact, speller_max_queue_words=2)
+    with TestClient(create_app(settings)) as continuous:
+        words = continuous.app.state.batchers["speller"].words
+        assert continuous.post("/correct", json={"text": "teh wich abuot"}).status_code == 200  # 3 words: in
+        words.waiting += [object(), object()]  # as if two words were waiting (the idle loop is not woken)
+        response = continuous.post("/correct", json={"text": "teh"})
+        words.waiting.clear()
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "overloaded" in response.json()["detail"]
@@ -225,3 +238,26 @@ def test_bundled_poet_writes_each_form_and_acrostic(bundled: TestClient, form: s
     assert poem["poem"] == "".join(line + "，。"[i % 2] for i, line in enumerate(poem["lines"]))
     sampled = bundled.post("/poem", json={"form": form, "temperature": 1.0, "top_k": 20, "seed": 5}).json()
     assert [len(line) for line in sampled["lines"]] == [chars] * lines and sampled["seed"] == 5
+
+
+def test_past_the_concurrency_limit_requests_are_refused_unread_with_json(tiny_artifact: Path) -> None:
+    settings = Settings(models_dir=tiny_artifact, max_concurrent_requests=1)
+    with TestClient(create_app(settings)) as limited:
+        assert limited.post("/correct", json={"text": "teh"}).status_code == 200  # one at a time is fine
+        gate = next(m for m in middleware_chain(limited.app) if isinstance(m, ConcurrencyLimitMiddleware))
+        gate.active = 1  # as if one request were in progress
+        refused = limited.post("/correct", content=b"not even json", headers={"content-type": "text/plain"})
+        assert limited.get("/health").status_code == 200  # probes still get through
+        assert limited.get("/metrics").status_code == 200
+        gate.active = 0
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "overloaded" in refused.json()["detail"]  # a JSON body, though the request's own body was not JSON
+
+
+def middleware_chain(app: object) -> Iterator[object]:
+    """The ASGI apps a request passes through, outermost first."""
+    current = app.middleware_stack  # type: ignore[attr-defined]
+    while current is not None:
+        yield current
+        current = getattr(current, "app", None)

@@ -1,13 +1,16 @@
 """What training writes is what the app reads: a tiny real run, exported, served."""
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
 
+from app.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
@@ -152,3 +155,38 @@ def test_many_words_are_decoded_in_bounded_chunks_with_the_same_answers(tiny_art
     chunked.correct_words = lambda words: calls.append(len(words)) or decode(words)  # type: ignore[method-assign]
     assert chunked.correct_texts([text]) == whole
     assert calls and max(calls) <= 2
+
+
+def test_words_joining_a_running_beam_search_get_the_answers_they_get_alone(tiny_artifact: Path) -> None:
+    """Continuous batching of the speller: words of different lengths join the running batch between steps
+    (their encoder outputs padded to the batch's) and leave as they finish; each answer is the one it gets
+    alone, the open (out-of-dictionary) pass included."""
+    settings = Settings(speller_beam_size=4, speller_prior_weight=0.5, speller_edit_penalty=2.0, speller_oov_penalty=0)
+    served = ServedSpeller(tiny_artifact / "speller", settings)
+    words = ["sentance", "teh", "wich", "zzzzzzzzzzzz", "abuot", "x", "becuase", "thier", "frist", "peple"]
+    alone = [served.correct_words([w])[0] for w in words]
+    mixed_steps = []
+    step = served.step
+
+    def watched(rows):  # type: ignore[no-untyped-def]
+        mixed_steps.append(len(set(rows.step.tolist())) > 1)  # words at different steps share this call
+        return step(rows)
+
+    served.step = watched  # type: ignore[method-assign]
+
+    async def main() -> list[list[str]]:
+        batcher = ContinuousBatcher(served, max_batch=3, max_queue=100, deadline_s=30, limiter=anyio.CapacityLimiter(1))
+        await batcher.start()
+        try:
+
+            async def later(i: int, group: list[str]) -> list[str]:
+                await asyncio.sleep(0.002 * i)
+                return await batcher.submit_many(group)
+
+            return await asyncio.gather(*(later(i, words[i : i + 2]) for i in range(0, len(words), 2)))
+        finally:
+            await batcher.stop()
+
+    answers = [a for group in asyncio.run(main()) for a in group]
+    assert answers == alone
+    assert any(mixed_steps)

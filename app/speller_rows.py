@@ -1,0 +1,124 @@
+"""The speller's running batch: the words being corrected and the decoder rows that search for them.
+
+Each word is searched two ways at once, every step one decoder call per way over all the batch's words:
+`beam` holds `beam_size` rows per word (the dictionary-constrained beam search) and `open` one row per word
+(the unconstrained greedy pass, present only when the speller may answer a word outside its dictionary).
+A word whose search has ended leaves its row group at once, so later steps pay only for live rows; the
+word itself leaves the batch when both of its searches have ended.
+
+Words can join a running batch (`concat`) and leave it (`take`) between two steps: this is what lets
+app/continuous.py batch words continuously across requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+NEG_INF = np.float32(-1e9)
+
+
+def _pad_time(x: np.ndarray, width: int, fill: float) -> np.ndarray:
+    """[N, T, ...] → [N, width, ...], the new positions set to `fill`."""
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (0, extra)
+    return np.pad(x, pad, constant_values=fill)
+
+
+@dataclass
+class DecoderRows:
+    """Rows of the decoder graph and the word (index into the batch) each one decodes."""
+
+    word: np.ndarray  # [N] int64
+    token: np.ndarray  # [N] int64: the next input
+    h: np.ndarray  # [layers, N, hidden]
+    c: np.ndarray
+    memory: np.ndarray  # [N, T, hidden]: the encoder's output, padded to the batch's longest word
+    keys: np.ndarray  # [N, T, key]
+    bias: np.ndarray  # [N, T]: 0 inside the word, NEG_INF on padding (an attention mask)
+    nodes: np.ndarray  # [N] int32: the trie node reached (beam rows)
+    history: np.ndarray  # [N, max_steps] int64: tokens written (beam rows)
+
+    def __len__(self) -> int:
+        return len(self.word)
+
+    def take(self, index: np.ndarray) -> DecoderRows:
+        """The rows at `index` (a boolean mask or positions)."""
+        if index.dtype == bool and index.all():
+            return self
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return DecoderRows(**{k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in values.items()})
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        return {"token": self.token, "h": self.h, "c": self.c, "memory": self.memory, "keys": self.keys,
+                "bias": self.bias}  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[DecoderRows], offsets: list[int]) -> DecoderRows:
+        """Rows of several batches as one; `offsets[i]` is where batch i's words start in the joined batch."""
+        width = max(p.memory.shape[1] for p in parts)
+        padded = [
+            replace(
+                p,
+                word=p.word + offset,
+                memory=_pad_time(p.memory, width, 0.0),
+                keys=_pad_time(p.keys, width, 0.0),
+                bias=_pad_time(p.bias, width, NEG_INF),
+            )
+            for p, offset in zip(parts, offsets, strict=True)
+        ]
+        names = [f.name for f in fields(DecoderRows)]
+        return DecoderRows(
+            **{k: np.concatenate([getattr(p, k) for p in padded], axis=1 if k in ("h", "c") else 0) for k in names}
+        )
+
+
+@dataclass
+class SpellRows:
+    """The words being corrected together (index w in every per-word array) and their decoder rows."""
+
+    words: np.ndarray  # [W] str (object): the lowercase misspellings
+    step: np.ndarray  # [W] int64: decoding steps done
+    score: np.ndarray  # [W, beam] float32: log-probability of each live hypothesis (-inf: none)
+    best: np.ndarray  # [W] float32: the best finished dictionary word's reranked score
+    best_ids: np.ndarray  # [W, max_steps] int64: that word's tokens, ending in eos
+    open_total: np.ndarray  # [W] float32: the greedy pass's log-probability
+    open_ids: np.ndarray  # [W, max_steps] int64: the greedy pass's tokens
+    beam: DecoderRows  # beam_size rows per word still searching, a word's rows next to each other
+    open: DecoderRows  # one row per word whose greedy pass is still writing
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def finished(self) -> np.ndarray:
+        """[W] bool: words with no live row left."""
+        live = np.zeros(len(self), dtype=bool)
+        live[self.beam.word] = True
+        live[self.open.word] = True
+        return ~live
+
+    def take(self, keep: np.ndarray) -> SpellRows:
+        """The words where the boolean mask `keep` is set, with their rows, renumbered."""
+        renumber = np.cumsum(keep) - 1
+        beam, open_ = self.beam.take(keep[self.beam.word]), self.open.take(keep[self.open.word])
+        beam.word, open_.word = renumber[beam.word], renumber[open_.word]
+        per_word = {f.name: getattr(self, f.name)[keep] for f in fields(self) if f.name not in ("beam", "open")}
+        return SpellRows(**per_word, beam=beam, open=open_)
+
+    @staticmethod
+    def concat(parts: list[SpellRows]) -> SpellRows:
+        offsets = list(np.cumsum([0] + [len(p) for p in parts[:-1]]))
+        per_word = {
+            f.name: np.concatenate([getattr(p, f.name) for p in parts])
+            for f in fields(SpellRows)
+            if f.name not in ("beam", "open")
+        }
+        return SpellRows(
+            **per_word,
+            beam=DecoderRows.concat([p.beam for p in parts], offsets),
+            open=DecoderRows.concat([p.open for p in parts], offsets),
+        )
