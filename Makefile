@@ -13,7 +13,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.1.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers
+	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,8 @@ DBPEDIA ?= ../shared/data/dbpedia
 CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
 CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
+# What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
+CLASSIFIER_EXPORTED ?= $(CLASSIFIER_MEMBERS)
 CLASSIFIER_VERSION ?= 1.1.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
 
@@ -71,10 +73,17 @@ classifier-train: install-test
 	$(CLASSIFY) --out runs/cls_N3 --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2
 	$(CLASSIFY) --out runs/cls_N4 --dropout 0.5 --ngram-buckets 65536 --seed 3
 
+## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
+classifier-refit: install-test
+	$(CLASSIFY) --out runs/cls_B_refit --dropout 0.5 --refit-from runs/cls_B
+	$(CLASSIFY) --out runs/cls_N1_refit --dropout 0.5 --ngram-buckets 65536 --refit-from runs/cls_N1
+	$(CLASSIFY) --out runs/cls_N2_refit --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1 \
+		--refit-from runs/cls_N2
+
 ## Score every subset of the runs on validation, export the chosen members' average, measure it beside the peer.
 classifier-artifact: install-test
 	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --out docs/classifier_ensemble.md
-	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_MEMBERS)) \
+	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
 		--version $(CLASSIFIER_VERSION)
 	cp runs/cls_N1/curves.png docs/classifier_curves.png
 	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest

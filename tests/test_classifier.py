@@ -155,7 +155,8 @@ def test_a_refit_learns_from_train_and_valid_replaying_the_validated_run(
     assert len(refit["history"]["loss/train"]) == validated["best_epoch"]  # as many epochs as the best one
     assert refit["history"]["valid/macro_f1"] == [] and refit["best_valid_macro_f1"] is None
     _, state = load_classifier(tmp_path / "best.pt")
-    assert state["epoch"] == validated["best_epoch"] and state["valid"] == {"refit_of": str(tiny_classifier_run)}
+    assert state["epoch"] == validated["best_epoch"] and state["valid"]["refit_of"] == str(tiny_classifier_run)
+    assert state["valid"]["macro_f1"] == validated["best_valid_macro_f1"]  # the validated run's figure, recorded
 
 
 def test_encode_pads_with_zero() -> None:

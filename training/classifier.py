@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
             scheduler.step(replayed["history"]["valid/macro_f1"][epoch - 1])
             print(f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, {time.time() - started:.0f}s", flush=True)
             if epoch == args.epochs:
-                save_checkpoint(model, data.vocab, args, epoch, {"refit_of": str(args.refit_from)})
+                best_index = replayed["best_epoch"] - 1  # what selected this configuration, for the record
+                validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
+                save_checkpoint(model, data.vocab, args, epoch, {"refit_of": str(args.refit_from), **validated})
             continue
         metrics, _ = evaluate(model, valid, char_id, args)
         scheduler.step(metrics["macro_f1"])
