@@ -47,11 +47,15 @@ class DecoderRows:
         return len(self.word)
 
     def take(self, index: np.ndarray) -> DecoderRows:
-        """The rows at `index` (a boolean mask or positions)."""
+        """The rows at `index` (a boolean mask or positions), their padding cut to the longest word left."""
         if index.dtype == bool and index.all():
             return self
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return DecoderRows(**{k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in values.items()})
+        rows = DecoderRows(**{k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in values.items()})
+        width = int((rows.bias == 0).sum(axis=1).max(initial=0))
+        if 0 < width < rows.bias.shape[1]:  # the longest word has left: later steps attend over less padding
+            rows.memory, rows.keys, rows.bias = rows.memory[:, :width], rows.keys[:, :width], rows.bias[:, :width]
+        return rows
 
     def inputs(self) -> dict[str, np.ndarray]:
         return {"token": self.token, "h": self.h, "c": self.c, "memory": self.memory, "keys": self.keys,

@@ -14,6 +14,7 @@ from app.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
+from app.speller_rows import SpellRows
 from tests.conftest import rewrite_checksums, tiny_training_args
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
@@ -190,3 +191,14 @@ def test_words_joining_a_running_beam_search_get_the_answers_they_get_alone(tiny
     answers = [a for group in asyncio.run(main()) for a in group]
     assert answers == alone
     assert any(mixed_steps)
+
+
+def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
+    """Encoder outputs are padded to the longest word in the batch, and cut back when it leaves."""
+    served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=2, speller_oov_penalty=0))
+    rows = SpellRows.concat([served.rows(["teh"]), served.rows(["sentance"])])  # joined: padded to 8
+    assert rows.beam.memory.shape[1] == rows.open.memory.shape[1] == 8
+    assert (rows.beam.bias[:2, 3:] < 0).all() and (rows.beam.bias[2:] == 0).all()
+    short = rows.take(np.array([True, False]))  # the long word leaves
+    assert short.beam.memory.shape[1] == short.open.memory.shape[1] == 3
+    assert list(short.words) == ["teh"] and set(short.beam.word.tolist()) == set(short.open.word.tolist()) == {0}
