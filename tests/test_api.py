@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.admission import ConcurrencyLimitMiddleware
+from app.continuous import INLINE_CHARS
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
@@ -261,3 +262,17 @@ def middleware_chain(app: object) -> Iterator[object]:
     while current is not None:
         yield current
         current = getattr(current, "app", None)
+
+
+def test_continuous_and_dynamic_speller_scheduling_answer_alike(tiny_artifact: Path) -> None:
+    texts = ["Teh peple wich came abuot thier frist sentance. " * 40, "zzyzx qqq teh " * 100, "Nothing here"]
+    assert sum(map(len, texts)) > INLINE_CHARS  # tokenised in a worker thread
+    bodies = []
+    for scheduling in ("continuous", "dynamic"):
+        settings = Settings(models_dir=tiny_artifact, speller_scheduling=scheduling, speller_max_batch_words=3)
+        with TestClient(create_app(settings)) as c:
+            response = c.post("/correct", json={"texts": texts})
+            assert response.status_code == 200
+            bodies.append(response.json())
+    assert bodies[0] == bodies[1]
+    assert bodies[0]["results"][0]["corrections"]  # the misspellings were looked at
