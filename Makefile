@@ -59,8 +59,8 @@ CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
 CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
 # What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
-CLASSIFIER_EXPORTED ?= $(CLASSIFIER_MEMBERS)
-CLASSIFIER_VERSION ?= 1.1.0
+CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
+CLASSIFIER_VERSION ?= 1.2.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
 
 ## Train the classifier's candidate members (about 5 to 15 minutes each on 2 CPU cores, measured 2026-11-23).

@@ -2,7 +2,7 @@
 checkpoints, one request at a time, no batching across requests, no ONNX.
 
     python -m bench.naive_server --port 8000 --speller runs/speller/best.pt \
-        --classifier runs/cls_B/best.pt runs/cls_N1/best.pt runs/cls_N2/best.pt
+        --classifier runs/cls_B_refit/best.pt runs/cls_N1_refit/best.pt runs/cls_N2_refit/best.pt
 
 It needs the checkpoints (`make speller-train`, `make classifier-train`): they are not in the repository.
 Single-text requests only (`{"text": ...}`), what the benchmark sends. Its speller decodes greedily,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--speller", type=Path, default=Path("runs/speller/best.pt"))
     parser.add_argument("--classifier", type=Path, nargs="+",
-                        default=[Path(f"runs/{r}/best.pt") for r in ("cls_B", "cls_N1", "cls_N2")])  # fmt: skip
+                        default=[Path(f"runs/{r}_refit/best.pt") for r in ("cls_B", "cls_N1", "cls_N2")])  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

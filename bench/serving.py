@@ -37,7 +37,7 @@ LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-ti
 NAIVE = ["-m", "bench.naive_server"]
 # Servers that differ from (b) only for some endpoints run only those.
 ONLY = {"charserve, speller batching whole requests (dynamic)": ["/correct"]}
-NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B", "cls_N1", "cls_N2")]
+NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B_refit", "cls_N1_refit", "cls_N2_refit")]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
