@@ -59,10 +59,15 @@ class ContinuousBatcher(Generic[ModelT]):
         limiter: anyio.CapacityLimiter,
         metrics: Metrics | None = None,
         static: bool = False,
+        join_fraction: float = 0.0,
     ) -> None:
         self.model, self.name = model, model.name
         self.text_of = model.text_of if isinstance(model, StreamingModel) else None
         self.max_batch, self.max_queue, self.deadline_s, self.static = max_batch, max_queue, deadline_s, static
+        # Items join a running batch only once at least this fraction of its live items wait: each join copies
+        # the whole batch (the speller's rows carry their encoder outputs), so joining at every step can cost
+        # more than it buys. 0: join at every step.
+        self.join_fraction = join_fraction
         self.limiter = limiter
         self.metrics = metrics or Metrics()
         self.waiting: list[_Job] = []
@@ -142,7 +147,8 @@ class ContinuousBatcher(Generic[ModelT]):
             if not live and not self.waiting:
                 self.wake.clear()
                 await self.wake.wait()
-            if self.waiting and (not self.static or not live):
+            joins = not live or (not self.static and len(self.waiting) >= self.join_fraction * len(live))
+            if self.waiting and joins:
                 joining = [j for j in self.waiting[: self.max_batch - len(live)] if not j.gone]
                 del self.waiting[: self.max_batch - len(live)]
                 self.metrics.queue_depth.labels(self.name).set(len(self.waiting))

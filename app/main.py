@@ -47,6 +47,7 @@ def make_scheduler(
             deadline_s=settings.request_deadline_s,
             limiter=workers,
             metrics=metrics,
+            join_fraction=settings.speller_join_fraction,
         )
         return ContinuousSpeller(model, words)
     if isinstance(model, Poet):

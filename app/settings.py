@@ -45,9 +45,15 @@ class Settings(BaseSettings):
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )
     speller_scheduling: Literal["continuous", "dynamic"] = Field(
-        "continuous",
+        "dynamic",  # measured faster on a CPU core (docs/benchmarks.md): each join copies the batch's rows
         description="continuous: each unknown word joins the running beam search at the next step; "
         "dynamic: whole requests gathered into one call (batch_max_texts, batch_max_wait_ms)",
+    )
+    speller_join_fraction: float = Field(
+        0.5,
+        ge=0,
+        description="continuous: words join the running batch once this fraction of its words wait "
+        "(each join copies the batch's encoder outputs; 0: at every step)",
     )
     speller_max_queue_words: int = Field(
         1024, ge=1, description="continuous: words waiting to join the beam search; a request arriving beyond: 503"

@@ -36,14 +36,16 @@ UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning"]
 LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-timeout", "0.002"]
 NAIVE = ["-m", "bench.naive_server"]
 # Servers that differ from (b) only for some endpoints run only those.
-ONLY = {"charserve, speller batching whole requests (dynamic)": ["/correct"]}
+ONLY = {"charserve, speller batching continuously": ["/correct"],
+        "LitServe, speller in its ContinuousBatchingLoop": ["/correct"]}  # fmt: skip
 NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B_refit", "cls_N1_refit", "cls_N2_refit")]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
     "charserve": (UVICORN, {}),
-    "charserve, speller batching whole requests (dynamic)": (UVICORN, {"CHARSERVE_SPELLER_SCHEDULING": "dynamic"}),
+    "charserve, speller batching continuously": (UVICORN, {"CHARSERVE_SPELLER_SCHEDULING": "continuous"}),
     "LitServe (max_batch_size 64, batch_timeout 2 ms)": (LITSERVE, {}),
+    "LitServe, speller in its ContinuousBatchingLoop": ([*LITSERVE, "--speller-loop", "continuous"], {}),
     "naive: PyTorch eager, one request at a time": (NAIVE, {}),
 }
 
@@ -186,9 +188,10 @@ def markdown(report: dict) -> str:
         "`/correct` bodies are single distinct misspellings (2,000 one-edit typos of frequent English words,",
         "`bench/load.py`), so that the speller's deduplication of a batch's words does not flatter batching.",
         "Server: `CHARSERVE_INFERENCE_WORKERS=1`, `CHARSERVE_INTRA_OP_THREADS` = its cores,",
-        "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. charserve's speller batches continuously (each word",
-        "joins the running beam search at the next step); the dynamic row gathers whole requests into one",
-        "call instead (`CHARSERVE_SPELLER_SCHEDULING=dynamic`, up to 64 texts or 2 ms). LitServe runs the",
+        "batching off = `CHARSERVE_BATCH_MAX_TEXTS=1`. charserve gathers the texts of concurrent requests into",
+        "one call (up to 64 texts or 2 ms); the continuous row has each word join the running beam search",
+        "instead (`CHARSERVE_SPELLER_SCHEDULING=continuous`). LitServe's continuous row runs the same step",
+        "model under LitServe's ContinuousBatchingLoop (`--speller-loop continuous`). LitServe runs the",
         "same `app/` inference modules on the same ONNX files, one worker, its own batching",
         "(bench/litserve_server.py). The naive server runs the training checkpoints in PyTorch eager, one",
         "request at a time, greedy decoding (bench/naive_server.py). The open-loop row sends at half of",

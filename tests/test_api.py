@@ -116,7 +116,7 @@ def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
 
 
 def test_overload_is_refused_fast_when_words_batch_continuously(tiny_artifact: Path) -> None:
-    settings = Settings(models_dir=tiny_artifact, speller_max_queue_words=2)
+    settings = Settings(models_dir=tiny_artifact, speller_scheduling="continuous", speller_max_queue_words=2)
     with TestClient(create_app(settings)) as continuous:
         words = continuous.app.state.batchers["speller"].words
         assert continuous.post("/correct", json={"text": "teh wich abuot"}).status_code == 200  # 3 words: in

@@ -272,11 +272,12 @@ def test_requests_that_cannot_be_written_are_refused_with_reasons(poet: Poet, kw
 # --- continuous batching -------------------------------------------------------------------------------------------
 
 
-def run_batcher(poet: Poet, static: bool, scenario) -> object:
+def run_batcher(poet: Poet, static: bool, scenario, join_fraction: float = 0.0) -> object:
     async def main() -> object:
         batcher = ContinuousBatcher(
-            poet, max_batch=8, max_queue=4, deadline_s=30, limiter=anyio.CapacityLimiter(1), static=static
-        )
+            poet, max_batch=8, max_queue=4, deadline_s=30, limiter=anyio.CapacityLimiter(1), static=static,
+            join_fraction=join_fraction,
+        )  # fmt: skip
         await batcher.start()
         try:
             return await scenario(batcher)
@@ -286,9 +287,12 @@ def run_batcher(poet: Poet, static: bool, scenario) -> object:
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize(
+    ("static", "join_fraction", "first"),
+    [(False, 0.0, "short"), (True, 0.0, "long"), (False, 2.0, "long")],  # 2.0: one waiting poem is not enough
+)
 def test_a_short_poem_joins_a_running_batch_only_when_continuous(
-    poet: Poet, static: bool, monkeypatch: pytest.MonkeyPatch
+    poet: Poet, static: bool, join_fraction: float, first: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_step = poet.step
 
@@ -311,8 +315,8 @@ def test_a_short_poem_joins_a_running_batch_only_when_continuous(
         await long
         return finished
 
-    order = run_batcher(poet, static, scenario)
-    assert order == (["long", "short"] if static else ["short", "long"])
+    order = run_batcher(poet, static, scenario, join_fraction)
+    assert order[0] == first
 
 
 def test_continuous_batching_answers_what_static_calls_answer(poet: Poet) -> None:
