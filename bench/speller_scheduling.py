@@ -1,0 +1,160 @@
+"""The speller's schedulers side by side, in process (no HTTP): dynamic batching of whole requests against
+continuous batching of words, joining at every step or once enough words wait.
+
+    python -m bench.speller_scheduling --cores 0 --seconds 8 --repeats 3
+
+64 closed-loop clients each send one distinct misspelling at a time (bench/load.py's pool) straight to the
+scheduler, which runs the bundled speller on one pinned core. Besides words/s it reports where the model
+thread's time went (encoder calls, beam and greedy steps, batch copies on join), from timers wrapped
+around those calls. Writes docs/speller_scheduling.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import datetime as dt
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from app.batching import DynamicBatcher
+from app.continuous import ContinuousBatcher
+from app.settings import Settings
+from app.speller import Speller
+from app.speller_rows import SpellRows
+from bench.load import BODIES
+
+ROOT = Path(__file__).resolve().parent.parent
+# name → (scheduler, join fraction)
+CONFIGS = {"dynamic (64 texts or 2 ms)": ("dynamic", 0.0), "continuous, join at every step": ("continuous", 0.0),
+           "continuous, join once half as many wait (default of the setting)": ("continuous", 0.5)}  # fmt: skip
+
+
+class Timers:
+    """Wall time inside some methods of the speller, by name."""
+
+    def __init__(self) -> None:
+        self.seconds: collections.Counter[str] = collections.Counter()
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+
+async def closed_loop(submit: Callable[[str], Any], words: list[str], clients: int, seconds: float) -> int:
+    answered = 0
+    end = time.perf_counter() + seconds
+
+    async def client(seed: int) -> None:
+        nonlocal answered
+        rng = random.Random(seed)
+        while time.perf_counter() < end:
+            await submit(words[rng.randrange(len(words))])
+            answered += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return answered
+
+
+def measure(kind: str, join_fraction: float, words: list[str], clients: int, seconds: float) -> dict:
+    speller = Speller(ROOT / "models" / "speller", Settings(intra_op_threads=1))
+    speller.warm_up()
+    timers = Timers()
+    timers.wrap(speller, "rows", "encoder (words joining)")
+    timers.wrap(speller, "_beam_step", "beam steps")
+    timers.wrap(speller, "_open_step", "greedy steps")
+    concat = SpellRows.concat
+    timers.wrap(SpellRows, "concat", "batch copies on join")
+    try:
+
+        async def run() -> int:
+            workers = anyio.CapacityLimiter(1)
+            if kind == "dynamic":
+                batcher: Any = DynamicBatcher("speller", speller.batch, max_batch=64, max_wait_s=0.002,
+                                              max_queue=1024, deadline_s=60, limiter=workers)  # fmt: skip
+
+                async def submit(word: str) -> Any:
+                    return await batcher.submit([word])
+            else:
+                batcher = ContinuousBatcher(speller, max_batch=128, max_queue=1024, deadline_s=60, limiter=workers,
+                                            join_fraction=join_fraction)  # fmt: skip
+
+                async def submit(word: str) -> Any:
+                    return await batcher.submit_many(speller.unknown_words([word])[1])
+
+            await batcher.start()
+            try:
+                return await closed_loop(submit, words, clients, seconds)
+            finally:
+                await batcher.stop()
+
+        answered = asyncio.run(run())
+    finally:
+        SpellRows.concat = staticmethod(concat)  # type: ignore[method-assign]
+    return {"words_per_s": round(answered / seconds, 1),
+            "model_seconds": {k: round(v, 2) for k, v in timers.seconds.items()}}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cores", default="0")
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the table shows medians")
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
+    words = [body["text"] for body in BODIES["/correct"]]
+    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    for _ in range(args.repeats):
+        for name, (kind, fraction) in CONFIGS.items():
+            runs[name].append(measure(kind, fraction, words, args.clients, args.seconds))
+            print(name, json.dumps(runs[name][-1]), flush=True)
+    rows = []
+    for name, measured in runs.items():
+        middle = sorted(measured, key=lambda r: r["words_per_s"])[len(measured) // 2]
+        rows.append({"scheduler": name, **middle, "words_per_s_rounds": [r["words_per_s"] for r in measured]})
+    report = {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.speller_scheduling " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "rows": rows,
+    }
+    out = ROOT / "docs" / "speller_scheduling.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# The speller's schedulers, in process",
+        "",
+        f"Measured {report['measured']} with `{report['command']}`: {args.clients} closed-loop clients, one distinct "
+        f"misspelling each at a time, the bundled speller on one core, {args.seconds:g} s a round, median round.",
+        "",
+        "| scheduler | words/s (median; all rounds) | model thread: seconds by part |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        parts = ", ".join(f"{k} {v}" for k, v in r["model_seconds"].items())
+        lines.append(f"| {r['scheduler']} | {r['words_per_s']} ({', '.join(map(str, r['words_per_s_rounds']))}) "
+                     f"| {parts} |")  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
