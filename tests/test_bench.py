@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 
 from app.poet import Poet
 from app.settings import Settings
+from app.speller_rows import SpellRows
 from bench.naive_server import create_app as naive_app
 from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
+from bench.speller_scheduling import measure
 from training import poet_data
 from training.export import load_poet
 from training.poet import perplexity
@@ -52,3 +54,13 @@ def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_
         expected = perplexity(model, [poet_data.encode(t, char_id) for t in texts])
     # The artifact stores float16 weights: the same up to their rounding.
     assert served_perplexity(poet, texts) == pytest.approx(expected, rel=2e-3)
+
+
+@pytest.mark.parametrize(("kind", "join_fraction"), [("dynamic", 0.0), ("continuous", 0.5)])
+def test_speller_scheduling_bench_answers_words_and_times_the_model(kind: str, join_fraction: float) -> None:
+    result = measure(kind, join_fraction, ["speling", "korrect", "wrod", "teh"], clients=4, seconds=0.3)
+    assert result["words_per_s"] > 0
+    assert result["model_seconds"]["beam steps"] > 0 and result["model_seconds"]["encoder (words joining)"] > 0
+    if kind == "dynamic":  # whole batches: nothing ever joins a running one
+        assert "batch copies on join" not in result["model_seconds"]
+    assert SpellRows.concat.__name__ == "concat"  # the timer is taken off again
