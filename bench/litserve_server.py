@@ -5,7 +5,9 @@ requests with its own max_batch_size / batch_timeout.
 
 With `--speller-loop continuous` the speller runs under LitServe's own ContinuousBatchingLoop instead: each
 unknown word of a request joins the running beam search (the same app/ step model as ours) at LitServe's
-next step. That loop streams its answers, so the response is a chunked stream of the same JSON.
+next step. That loop streams its answers, so the response is a chunked stream of the same JSON. Its
+design, read in litserve 0.2.19's source: a step that answers no request is followed by a 10 ms sleep,
+and each answer goes to the HTTP process through a queue; both are part of what the row measures.
 
 Single-text requests only (`{"text": ...}`), which is what the benchmark sends.
 """
