@@ -113,6 +113,8 @@ class ContinuousBatcher(Generic[ModelT]):
             for job in jobs:
                 if not job.future.done():
                     job.future.cancel()  # its rows leave the batch at the next step
+                elif not job.future.cancelled():
+                    job.future.exception()  # a failed sibling raised already: this one's error is seen too
 
     async def stream(self, plan: Any) -> tuple[AsyncGenerator[str, None], asyncio.Future[Any]]:
         """Tokens as they are written, and the finished result. Queue-full errors raise here, before the
