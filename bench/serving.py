@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(report))
 
 
-def median_row(rounds: list[dict]) -> dict:
-    """The round with the median throughput, plus every round's throughput to show the spread."""
-    ordered = sorted(rounds, key=lambda r: r["ok_per_s"])
+def median_row(rounds: list[dict], key: str = "ok_per_s") -> dict:
+    """The round with the median throughput (`key`), plus every round's throughput to show the spread."""
+    ordered = sorted(rounds, key=lambda r: r[key])
     middle = dict(ordered[len(ordered) // 2])
-    middle["ok_per_s_rounds"] = [r["ok_per_s"] for r in rounds]
+    middle[f"{key}_rounds"] = [r[key] for r in rounds]
     return middle
 
 

@@ -32,6 +32,7 @@ from app.settings import Settings
 from app.speller import Speller
 from app.speller_rows import SpellRows
 from bench.load import BODIES
+from bench.serving import median_row
 
 ROOT = Path(__file__).resolve().parent.parent
 # name → (scheduler, join fraction)
@@ -126,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, (kind, fraction) in CONFIGS.items():
             runs[name].append(measure(kind, fraction, words, args.clients, args.seconds))
             print(name, json.dumps(runs[name][-1]), flush=True)
-    rows = []
-    for name, measured in runs.items():
-        middle = sorted(measured, key=lambda r: r["words_per_s"])[len(measured) // 2]
-        rows.append({"scheduler": name, **middle, "words_per_s_rounds": [r["words_per_s"] for r in measured]})
+    rows = [{"scheduler": name, **median_row(measured, "words_per_s")} for name, measured in runs.items()]
     report = {
         "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench.speller_scheduling " + " ".join(argv if argv is not None else sys.argv[1:]),
