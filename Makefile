@@ -9,8 +9,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 SPELLING ?= ../shared/data/spelling
+# The bundled speller was resumed into runs/speller2 (docs/speller.md): export it with SPELLER_RUN=runs/speller2.
 SPELLER_RUN ?= runs/speller
-SPELLER_VERSION ?= 1.1.0
+SPELLER_VERSION ?= 1.2.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
 	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers

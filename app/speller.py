@@ -45,6 +45,13 @@ class Speller(ManifestModel):
         self.encoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["encoder"], settings)
         self.decoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["decoder_step"], settings)
         self.provider: str = self.encoder.get_providers()[0]
+        memory_dims = next(i.shape for i in self.decoder.get_inputs() if i.name == "memory")
+        if memory_dims[0] != "words":  # graphs before speller 1.2.0 took a copy per row
+            raise ArtifactError(
+                f"{folder / self.manifest.graphs['decoder_step'].file}: takes encoder outputs per row "
+                f"({memory_dims[0]!r}), this server passes them once per word ('words'): export it again "
+                "(python -m training.export speller)"
+            )
         vocab = self.manifest.vocab
         special = self.manifest.special_tokens
         self.pad_id, self.sos_id, self.eos_id, unk_id = (special[k] for k in ("pad", "sos", "eos", "unk"))
@@ -94,17 +101,20 @@ class Speller(ManifestModel):
         bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
         n, beam = len(words), self.beam_size
 
-        def decoder_rows(word: np.ndarray) -> DecoderRows:
+        def decoder_rows(words: np.ndarray, group: int) -> DecoderRows:
+            """`group` rows for each of `words`; their encoder outputs once per word."""
+            word = np.repeat(words, group)
             return DecoderRows(
+                group=group,
                 word=word,
                 token=np.full(len(word), self.sos_id, dtype=np.int64),
                 h=h[:, word],
                 c=c[:, word],
-                memory=memory[word],
-                keys=keys[word],
-                bias=bias[word],
                 nodes=np.full(len(word), ROOT, dtype=np.int32),
                 history=np.zeros((len(word), self.max_steps), dtype=np.int64),
+                memory=memory[words],
+                keys=keys[words],
+                bias=bias[words],
             )
 
         score = np.full((n, beam), -np.inf, dtype=np.float32)
@@ -118,8 +128,8 @@ class Speller(ManifestModel):
             best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
             open_total=np.zeros(n, dtype=np.float32),
             open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
-            beam=decoder_rows(np.repeat(np.arange(n), beam)),  # each word gets `beam` rows
-            open=decoder_rows(searching_open),
+            beam=decoder_rows(np.arange(n), beam),  # each word gets `beam` rows
+            open=decoder_rows(searching_open, 1),
         )
 
     def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:

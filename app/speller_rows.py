@@ -31,27 +31,37 @@ def _pad_time(x: np.ndarray, width: int, fill: float) -> np.ndarray:
 
 @dataclass
 class DecoderRows:
-    """Rows of the decoder graph and the word (index into the batch) each one decodes."""
+    """Rows of the decoder graph, `group` consecutive rows per word (its beam hypotheses, or its one greedy row),
+    and the encoder outputs of those words, once per word: the graph reads them for all of a word's rows."""
 
-    word: np.ndarray  # [N] int64
+    group: int  # rows per word
+    word: np.ndarray  # [N] int64: the word (index into the batch) each row decodes
     token: np.ndarray  # [N] int64: the next input
     h: np.ndarray  # [layers, N, hidden]
     c: np.ndarray
-    memory: np.ndarray  # [N, T, hidden]: the encoder's output, padded to the batch's longest word
-    keys: np.ndarray  # [N, T, key]
-    bias: np.ndarray  # [N, T]: 0 inside the word, NEG_INF on padding (an attention mask)
     nodes: np.ndarray  # [N] int32: the trie node reached (beam rows)
     history: np.ndarray  # [N, max_steps] int64: tokens written (beam rows)
+    memory: np.ndarray  # [N / group, T, 2 hidden]: the encoder's output, padded to the batch's longest word
+    keys: np.ndarray  # [N / group, T, key]
+    bias: np.ndarray  # [N / group, T]: 0 inside the word, NEG_INF on padding (an attention mask)
+
+    ROW_FIELDS = ("word", "token", "h", "c", "nodes", "history")
+    WORD_FIELDS = ("memory", "keys", "bias")
 
     def __len__(self) -> int:
         return len(self.word)
 
-    def take(self, index: np.ndarray) -> DecoderRows:
-        """The rows at `index` (a boolean mask or positions), their padding cut to the longest word left."""
-        if index.dtype == bool and index.all():
+    def take(self, keep: np.ndarray) -> DecoderRows:
+        """The rows where the boolean mask `keep` is set (whole words: all of a word's rows or none), their
+        padding cut to the longest word left."""
+        if keep.all():
             return self
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        rows = DecoderRows(**{k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in values.items()})
+        words = keep[:: self.group]
+        rows = replace(
+            self,
+            **{k: getattr(self, k)[:, keep] if k in ("h", "c") else getattr(self, k)[keep] for k in self.ROW_FIELDS},
+            **{k: getattr(self, k)[words] for k in self.WORD_FIELDS},
+        )
         width = int((rows.bias == 0).sum(axis=1).max(initial=0))
         if 0 < width < rows.bias.shape[1]:  # the longest word has left: later steps attend over less padding
             rows.memory, rows.keys, rows.bias = rows.memory[:, :width], rows.keys[:, :width], rows.bias[:, :width]
@@ -75,9 +85,12 @@ class DecoderRows:
             )
             for p, offset in zip(parts, offsets, strict=True)
         ]
-        names = [f.name for f in fields(DecoderRows)]
         return DecoderRows(
-            **{k: np.concatenate([getattr(p, k) for p in padded], axis=1 if k in ("h", "c") else 0) for k in names}
+            group=parts[0].group,
+            **{
+                k: np.concatenate([getattr(p, k) for p in padded], axis=1 if k in ("h", "c") else 0)
+                for k in DecoderRows.ROW_FIELDS + DecoderRows.WORD_FIELDS
+            },
         )
 
 

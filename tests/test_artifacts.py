@@ -63,6 +63,22 @@ def test_graph_that_does_not_match_the_manifest(artifact_copy: Path) -> None:
         load(artifact_copy)
 
 
+def test_a_speller_graph_that_takes_encoder_outputs_per_row_is_refused(artifact_copy: Path) -> None:
+    """Graphs exported before speller 1.2.0 took a copy of the encoder outputs per row; this server passes them
+    once per word, which such a graph would fail on at the first request: refuse it at start-up instead."""
+    import onnx
+
+    folder = artifact_copy / "speller"
+    graph = onnx.load(str(folder / "decoder_step.onnx"))
+    for tensor in graph.graph.input:
+        if tensor.name in ("memory", "keys", "bias"):
+            tensor.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(graph, str(folder / "decoder_step.onnx"))
+    rewrite_checksums(folder)
+    with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: takes encoder outputs per row"):
+        load(artifact_copy)
+
+
 def test_start_up_fails_naming_the_file(artifact_copy: Path) -> None:
     (artifact_copy / "speller" / "dictionary.txt").write_text("tampered\n")
     with (

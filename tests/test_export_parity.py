@@ -22,21 +22,30 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Speller, ort.Inf
     return model, open_(paths["encoder"]), open_(paths["decoder_step"])
 
 
-@pytest.mark.parametrize("batch", [1, 3, 17])
-def test_encoder_and_decoder_step_match_pytorch(exported, batch: int) -> None:
+@pytest.mark.parametrize(("batch", "group"), [(1, 1), (3, 1), (17, 1), (3, 4), (5, 16)])
+def test_encoder_and_decoder_step_match_pytorch(exported, batch: int, group: int) -> None:
+    """`batch` words, `group` decoder rows each (a beam); the decoder gets each word's encoder outputs once."""
     model, encoder, decoder = exported
-    rng = torch.Generator().manual_seed(batch)
+    rng = torch.Generator().manual_seed(batch * group)
     for length in range(1, MAX_LEN + 1):
         lengths = torch.randint(1, length + 1, (batch,), generator=rng)
         lengths[0] = length  # the longest row sets the padded width
         src = torch.randint(4, 30, (batch, length), generator=rng) * (torch.arange(length)[None] < lengths[:, None])
-        token = torch.randint(4, 30, (batch,), generator=rng)
+        token = torch.randint(4, 30, (batch * group,), generator=rng)
         with torch.no_grad():
-            memory, keys, h, c = model.encode(src, lengths)
+            encoded = model.encode(src, lengths)
+            memory, keys, h0, c0 = encoded
             bias = mask_bias(lengths, length)
+            # Each row of a word's group in a state of its own, as a beam's hypotheses are.
+            h, c = (s.repeat_interleave(group, dim=1) + 0.1 * torch.randn(s.shape, generator=rng).repeat(1, group, 1)
+                    for s in (h0, c0))  # fmt: skip
             logits, h1, c1 = model.decode(token[:, None], h, c, memory, keys, bias)
+            # The same as decoding every row with a copy of its word's outputs.
+            copies = [x.repeat_interleave(group, dim=0) for x in (memory, keys, bias)]
+            per_row, _, _ = model.decode(token[:, None], h, c, *copies)
+        torch.testing.assert_close(logits, per_row)
         onnx_enc = encoder.run(None, {"src": src.numpy(), "src_len": lengths.numpy()})
-        for got, want in zip(onnx_enc, (memory, keys, h, c), strict=True):
+        for got, want in zip(onnx_enc, encoded, strict=True):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-4)
         feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "memory": memory.numpy(),
                  "keys": keys.numpy(), "bias": bias.numpy()}  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -41,7 +42,8 @@ class SpellerEncoder(nn.Module):
 
 
 class SpellerDecoderStep(nn.Module):
-    """One greedy step for a batch: token [B] → logits [B, V], with h and c in and out."""
+    """One step for a batch of rows: token [B] → logits [B, V], with h and c in and out. The encoder outputs
+    (memory, keys, bias) come once per word; the rows are that many equal groups of consecutive rows."""
 
     def __init__(self, model: Speller) -> None:
         super().__init__()
@@ -74,9 +76,9 @@ SPELLER_DECODER_IO = {
         "token": (["batch"], "int64"),
         "h": ([1, "batch", "hidden"], "float32"),
         "c": ([1, "batch", "hidden"], "float32"),
-        "memory": (["batch", "src_len", "2*hidden"], "float32"),
-        "keys": (["batch", "src_len", "hidden"], "float32"),
-        "bias": (["batch", "src_len"], "float32"),
+        "memory": (["words", "src_len", "2*hidden"], "float32"),
+        "keys": (["words", "src_len", "hidden"], "float32"),
+        "bias": (["words", "src_len"], "float32"),
     },
     "outputs": {
         "logits": (["batch", "vocab"], "float32"),
@@ -90,7 +92,7 @@ def _dynamic_axes(io: dict) -> dict[str, dict[int, str]]:
     axes = {}
     for group in ("inputs", "outputs"):
         for name, (shape, _) in io[group].items():
-            axes[name] = {i: dim for i, dim in enumerate(shape) if dim in ("batch", "src_len")}
+            axes[name] = {i: dim for i, dim in enumerate(shape) if dim in ("batch", "words", "src_len")}
     return axes
 
 
@@ -121,14 +123,29 @@ def read_summary(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_manifest(out: Path, manifest: dict, weights: str) -> dict:
-    """Write out/manifest.json. Measured quality belongs to the benches: it is carried over from the manifest
-    already there only when `weights`, the file that holds the trained weights, is the same file."""
+MEASURED = ("quality", "decoding")  # what the benches write into a manifest: measured quality, tuned decoding
+
+
+def weights_digest(path: Path) -> str | None:
+    """sha256 of a graph's weights (its initializers' values, whatever their names and order), or None if there
+    is no such file: a graph exported anew from the same weights has the same digest, though not the same bytes."""
+    if not path.exists():
+        return None
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    digest = hashlib.sha256()
+    for blob in sorted(f"{a.dtype}{a.shape}".encode() + a.tobytes() for a in arrays):
+        digest.update(blob)
+    return digest.hexdigest()
+
+
+def write_manifest(out: Path, manifest: dict, weights: str, previous_weights: str | None) -> dict:
+    """Write out/manifest.json. Measured quality and tuned decoding belong to the benches: they are carried over
+    from the manifest already there only when `weights`, the graph that holds the trained weights, holds the
+    same weights as before the export (`previous_weights`, its weights_digest then)."""
     previous = out / "manifest.json"
-    if previous.exists():
+    if previous.exists() and previous_weights is not None and previous_weights == weights_digest(out / weights):
         old = json.loads(previous.read_text())
-        if old.get("files", {}).get(weights) == manifest["files"][weights]:
-            manifest["quality"] = old.get("quality", {})
+        manifest.update({key: old[key] for key in MEASURED if key in old})
     previous.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
@@ -153,7 +170,8 @@ def export_speller(model: Speller, out: Path) -> dict[str, Path]:
         _export(SpellerEncoder(model).eval(), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
         memory, keys, h, c = model.encode(src, src_len)
         bias = torch.zeros(2, 4)
-        token = torch.tensor([1, 1])
+        token = torch.tensor([1, 1, 1, 1, 1, 1])  # three rows per word, so the graph does not fix the group size
+        h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
         _export(SpellerDecoderStep(model).eval(), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
     return {"encoder": encoder_path, "decoder_step": decoder_path}
 
@@ -161,6 +179,7 @@ def export_speller(model: Speller, out: Path) -> dict[str, Path]:
 def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
     model, state = load_speller(checkpoint)
     run_dir = checkpoint.parent
+    previous_weights = weights_digest(out / "encoder.onnx")
     paths = export_speller(model, out)
     shutil.copyfile(run_dir / "dictionary.txt", out / "dictionary.txt")
     summary = read_summary(run_dir)
@@ -192,7 +211,7 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
     manifest["files"] = {
         name: sha256_file(out / name) for name in ("encoder.onnx", "decoder_step.onnx", "dictionary.txt")
     }
-    return write_manifest(out, manifest, weights="encoder.onnx")
+    return write_manifest(out, manifest, "encoder.onnx", previous_weights)
 
 
 class ClassifierGraph(nn.Module):
@@ -237,6 +256,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
     if any(tuple(s[k] for k in shared) != tuple(state[k] for k in shared) for _, s in loaded):
         raise ValueError("ensemble members must share vocabulary, max_len and keep_end")
     members = [m for m, _ in loaded]
+    previous_weights = weights_digest(out / "classifier.onnx")
     path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out)
     summary = read_summary(checkpoints[0].parent)
     manifest = {
@@ -262,7 +282,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "quality": {},
         "files": {path.name: sha256_file(path)},
     }
-    return write_manifest(out, manifest, weights=path.name)
+    return write_manifest(out, manifest, path.name, previous_weights)
 
 
 class PoetStep(nn.Module):
@@ -333,6 +353,7 @@ def export_poet(model: PoetLM, out: Path, fp16: bool) -> Path:
 
 def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = True) -> dict:
     model, state = load_poet(checkpoint)
+    previous_weights = weights_digest(out / "poet_step.onnx")
     path = export_poet(model, out, fp16)
     summary = read_summary(checkpoint.parent)
     vocab = state["vocab"]
@@ -361,7 +382,7 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
         "quality": {},
         "files": {path.name: sha256_file(path)},
     }
-    return write_manifest(out, manifest, weights=path.name)
+    return write_manifest(out, manifest, path.name, previous_weights)
 
 
 WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact, "poet": write_poet_artifact}

@@ -61,10 +61,16 @@ class Speller(nn.Module):
         keys: torch.Tensor,
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens [B, L] → logits [B, L, V] and the new (h, c); L is the whole target in training, 1 when serving."""
+        """tokens [B, L] → logits [B, L, V] and the new (h, c); L is the whole target in training, 1 when serving.
+
+        memory [W, T, 2H], keys [W, T, H] and bias [W, T] are per source word; the B rows come in W equal
+        groups of consecutive rows, one per word (B = W in training; a word's beam hypotheses when serving).
+        Each word's encoder outputs are read once for all its rows instead of being copied to every row."""
         y, (h, c) = self.decoder(self.drop(self.embed(tokens)), (h, c))
-        scores = torch.bmm(y, keys.transpose(1, 2)) + bias[:, None, :]
-        context = torch.bmm(torch.softmax(scores, dim=-1), memory)
+        words, rows, length = memory.size(0), y.size(0), y.size(1)
+        queries = y.reshape(words, -1, y.size(2))  # [W, rows per word × L, H]
+        scores = torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :]
+        context = torch.bmm(torch.softmax(scores, dim=-1), memory).reshape(rows, length, memory.size(2))
         mixed = torch.tanh(self.combine(self.drop(torch.cat([y, context], dim=-1))))
         return self.out(self.drop(mixed)), h, c
 
