@@ -2,8 +2,9 @@
 
 One loop per model runs decoder steps over the live batch. Between two steps, waiting items (poems, words)
 join (continuous) and finished ones leave at once, so the batch holds only live rows and a short poem never
-waits for a long one. `static=True` admits new items only into an empty batch: the baseline that
-bench/poem_batching.py measures against.
+waits for a long one. Two baselines for bench/poem_batching.py: `static=True` admits new items only into an
+empty batch; `padded=True` as well keeps an ended item's row in every step until the batch's last item ends,
+its work thrown away (the textbook static batch, as a padded batch decodes).
 
 As for dynamic batching (app/batching.py): a bounded queue (Overloaded → 503), a per-request deadline
 (DeadlineExceeded → 504), rows of requests that went away are dropped at the next step, a step that raises
@@ -59,13 +60,15 @@ class ContinuousBatcher(Generic[ModelT]):
         limiter: anyio.CapacityLimiter,
         metrics: Metrics | None = None,
         static: bool = False,
+        padded: bool = False,
         join_fraction: float = 0.0,
     ) -> None:
         self.model, self.name = model, model.name
         self.text_of = model.text_of if isinstance(model, StreamingModel) else None
-        self.max_batch, self.max_queue, self.deadline_s, self.static = max_batch, max_queue, deadline_s, static
+        self.max_batch, self.max_queue, self.deadline_s = max_batch, max_queue, deadline_s
+        self.static, self.padded = static or padded, padded
         # Items join a running batch only once at least this fraction of its live items wait: each join copies
-        # the whole batch (the speller's rows carry their encoder outputs), so joining at every step can cost
+        # the whole batch (the speller's words carry their encoder outputs), so joining at every step can cost
         # more than it buys. 0: join at every step.
         self.join_fraction = join_fraction
         self.limiter = limiter
@@ -198,7 +201,16 @@ class ContinuousBatcher(Generic[ModelT]):
                 if job.stream is not None:
                     job.stream.put_nowait(None)
         keep = ~finished & ~np.array([job.gone for job in live])
-        if keep.all():
+        if self.padded and keep.any() and finished.any():
+            # An ended item's row goes on being computed until the batch's last item ends: a fresh row of the
+            # same plan stands in for it (its job already answered, so its output is never read).
+            ended = [job for job, f in zip(live, finished, strict=True) if f]
+            stand_ins = self.model.rows([job.plan for job in ended])
+            return type(rows).concat([rows.take(~finished), stand_ins]), [
+                *(job for job, f in zip(live, finished, strict=True) if not f),
+                *ended,
+            ]
+        if keep.all() or (self.padded and keep.any()):
             return rows, live
         return rows.take(keep), [job for job, k in zip(live, keep, strict=True) if k]
 

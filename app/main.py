@@ -55,6 +55,7 @@ def make_scheduler(
             max_batch=settings.poet_max_batch,
             max_queue=settings.poet_max_queue,
             static=settings.poet_scheduling == "static",
+            padded=settings.poet_scheduling == "static_padded",
         )
     return DynamicBatcher(
         name,

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )
     speller_scheduling: Literal["continuous", "dynamic"] = Field(
-        "dynamic",  # measured faster on a CPU core (docs/benchmarks.md): each join copies the batch's rows
+        "dynamic",  # measured faster on a CPU core (docs/design.md): each join copies the running batch
         description="continuous: each unknown word joins the running beam search at the next step; "
         "dynamic: whole requests gathered into one call (batch_max_texts, batch_max_wait_ms)",
     )
@@ -70,9 +70,11 @@ class Settings(BaseSettings):
     )
     poet_max_batch: int = Field(64, ge=1, description="poems written together, one character of each per step")
     poet_max_queue: int = Field(256, ge=1, description="poems waiting to join the batch; beyond: 503")
-    poet_scheduling: Literal["continuous", "static"] = Field(
+    poet_scheduling: Literal["continuous", "static", "static_padded"] = Field(
         "continuous",
-        description="continuous: a poem joins the running batch at the next step; static: only an empty batch",
+        description="continuous: a poem joins the running batch at the next step; static: only an empty batch; "
+        "static_padded: as static, and an ended poem's row is computed until the batch's last poem ends "
+        "(the textbook static batch; a benchmark baseline)",
     )
     request_deadline_s: float = Field(
         30.0, gt=0, description="a request's model work must finish within this many seconds; beyond: 504"

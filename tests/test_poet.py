@@ -332,6 +332,48 @@ def test_continuous_batching_answers_what_static_calls_answer(poet: Poet) -> Non
     assert batcher_results == poet.write(plans)
 
 
+def test_the_padded_static_batch_computes_ended_rows_until_its_last_poem_ends(
+    poet: Poet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The textbook baseline: every row of a batch is stepped until its longest poem ends; answers unchanged,
+    and the short poems are answered when they end, not with the long one."""
+    real_step, rows_seen = poet.step, []
+
+    def counting_step(rows: PoemRows) -> tuple[np.ndarray, np.ndarray]:
+        rows_seen.append(len(rows))
+        return real_step(rows)
+
+    monkeypatch.setattr(poet, "step", counting_step)
+    plans = [poet.plan("wuyan_jueju"), poet.plan("qiyan_lushi"), poet.plan("wuyan_jueju", temperature=1, seed=3)]
+    expected = poet.write(plans)
+    rows_seen.clear()
+
+    async def scenario(batcher: ContinuousBatcher) -> list:
+        order: list[int] = []
+
+        async def write(i: int) -> object:
+            poem = await batcher.submit(plans[i])
+            order.append(i)
+            return poem
+
+        poems = await asyncio.gather(*(write(i) for i in range(3)))
+        return [poems, order]
+
+    async def main() -> list:
+        batcher = ContinuousBatcher(poet, max_batch=8, max_queue=4, deadline_s=30,
+                                    limiter=anyio.CapacityLimiter(1), padded=True)  # fmt: skip
+        await batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.stop()
+
+    poems, order = asyncio.run(main())
+    assert poems == expected
+    assert order[-1] == 1  # the long poem ends last; the short ones were answered before it
+    assert rows_seen == [3] * 65  # qiyan_lushi: 64 characters and <eos>, all three rows at every step
+
+
 def test_a_full_queue_refuses_at_once_and_gone_clients_are_not_computed(
     poet: Poet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
