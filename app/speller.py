@@ -128,7 +128,7 @@ class Speller(ManifestModel):
             best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
             open_total=np.zeros(n, dtype=np.float32),
             open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
-            beam=decoder_rows(np.arange(n), beam),  # each word gets `beam` rows
+            beam=decoder_rows(np.arange(n), 1),  # one live hypothesis per word: one row until it branches
             open=decoder_rows(searching_open, 1),
         )
 
@@ -173,16 +173,18 @@ class Speller(ManifestModel):
         that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy."""
         g, beam, vocab = rows.beam, self.beam_size, len(self.id_to_byte)
         logits, h, c = self.decoder.run(None, g.inputs())
-        here = g.word[::beam]  # the searching words, in the order of their rows
+        group = g.group  # rows per word: the most live hypotheses any word has (1 at the first step)
+        here = g.word[::group]  # the searching words, in the order of their rows
         n = len(here)
         logp = np.where(self.trie.allowed[g.nodes], _log_softmax(logits), -np.inf)
-        total = (rows.score[here].reshape(-1, 1) + logp).reshape(n, beam * vocab)
-        top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]
+        total = (rows.score[here, :group].reshape(-1, 1) + logp).reshape(n, group * vocab)
+        top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]  # `beam` candidates per word
         top_score = np.take_along_axis(total, top, axis=1)
-        parent = (np.arange(n)[:, None] * beam + top // vocab).ravel()  # always a row of the same word
+        parent = (np.arange(n)[:, None] * group + top // vocab).ravel()  # always a row of the same word
         token = (top % vocab).ravel()
-        history, nodes, h, c = g.history[parent], g.nodes[parent], h[:, parent], c[:, parent]
-        step = rows.step[g.word]
+        history, nodes = g.history[parent], g.nodes[parent]
+        word = np.repeat(here, beam)  # each candidate's word
+        step = rows.step[word]
         history[np.arange(len(token)), step] = token
         ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
         # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
@@ -192,7 +194,7 @@ class Speller(ManifestModel):
             spelled = self.id_to_byte[history[done]]
             lengths = step[done]  # the tokens before this step's eos
             candidates = [row[:n].tobytes().decode("ascii") for row, n in zip(spelled, lengths, strict=True)]
-            distance = cpdist(list(rows.words[g.word[done]]), candidates, scorer=OSA.distance)
+            distance = cpdist(list(rows.words[word[done]]), candidates, scorer=OSA.distance)
             final[done] -= self.edit_penalty * distance
         final = final.reshape(n, beam)
         pick = final.argmax(axis=1)
@@ -205,11 +207,25 @@ class Speller(ManifestModel):
         # No finished word can score above its best live hypothesis plus the largest prior.
         score[rows.best[here] >= score.max(axis=1) + self.prior_weight * self.trie.max_log_prior] = -np.inf
         score[rows.step[here] + 1 >= self.max_steps] = -np.inf  # out of steps
+        # Live hypotheses first, and only as many rows per word as the word with the most has: a dead
+        # hypothesis (-inf) would cost a row of the next step and can never win.
+        order = np.argsort(-score, axis=1, kind="stable")
+        score = np.take_along_axis(score, order, axis=1)
         rows.score[here] = score
-        going = np.isfinite(score).reshape(-1)
-        nodes = np.where(going, self.trie.step(nodes, token), ROOT)
-        searching = np.repeat(np.isfinite(score).any(axis=1), beam)
-        rows.beam = replace(g, token=token, h=h, c=c, nodes=nodes, history=history).take(searching)
+        live = np.isfinite(score)
+        width = max(int(live.sum(axis=1).max(initial=0)), 1)
+        kept = (np.arange(n)[:, None] * beam + order[:, :width]).ravel()  # candidates that become rows
+        nodes = np.where(live[:, :width].ravel(), self.trie.step(nodes[kept], token[kept]), ROOT)
+        rows.beam = replace(
+            g,
+            group=width,
+            word=word[kept],
+            token=token[kept],
+            h=h[:, parent[kept]],
+            c=c[:, parent[kept]],
+            nodes=nodes,
+            history=history[kept],
+        ).take(np.repeat(live.any(axis=1), width))
 
     def _open_step(self, rows: SpellRows) -> None:
         """The unconstrained greedy pass (letters and end only): its log-probability and spelling."""

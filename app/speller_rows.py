@@ -1,8 +1,9 @@
 """The speller's running batch: the words being corrected and the decoder rows that search for them.
 
 Each word is searched two ways at once, every step one decoder call per way over all the batch's words:
-`beam` holds `beam_size` rows per word (the dictionary-constrained beam search) and `open` one row per word
-(the unconstrained greedy pass, present only when the speller may answer a word outside its dictionary).
+`beam` holds the dictionary-constrained beam search, one row per live hypothesis (at most `beam_size`; every
+word of the batch gets as many rows as the word with the most), and `open` one row per word (the
+unconstrained greedy pass, present only when the speller may answer a word outside its dictionary).
 A word whose search has ended leaves its row group at once, so later steps pay only for live rows; the
 word itself leaves the batch when both of its searches have ended.
 
@@ -71,10 +72,25 @@ class DecoderRows:
         return {"token": self.token, "h": self.h, "c": self.c, "memory": self.memory, "keys": self.keys,
                 "bias": self.bias}  # fmt: skip
 
+    def widen(self, group: int) -> DecoderRows:
+        """The same words with `group` rows each: every word's last row repeated. The beam scores the added
+        rows -inf (a word has no more live hypotheses than rows), so they never win."""
+        if group == self.group:
+            return self
+        rows = np.arange(len(self)).reshape(-1, self.group)
+        rows = np.concatenate([rows, np.repeat(rows[:, -1:], group - self.group, axis=1)], axis=1).ravel()
+        return replace(
+            self,
+            group=group,
+            **{k: getattr(self, k)[:, rows] if k in ("h", "c") else getattr(self, k)[rows] for k in self.ROW_FIELDS},
+        )
+
     @staticmethod
     def concat(parts: list[DecoderRows], offsets: list[int]) -> DecoderRows:
-        """Rows of several batches as one; `offsets[i]` is where batch i's words start in the joined batch."""
+        """Rows of several batches as one; `offsets[i]` is where batch i's words start in the joined batch. Each
+        word gets as many rows as the widest batch's words have."""
         width = max(p.memory.shape[1] for p in parts)
+        group = max(p.group for p in parts)
         padded = [
             replace(
                 p,
@@ -83,10 +99,10 @@ class DecoderRows:
                 keys=_pad_time(p.keys, width, 0.0),
                 bias=_pad_time(p.bias, width, NEG_INF),
             )
-            for p, offset in zip(parts, offsets, strict=True)
+            for p, offset in zip((p.widen(group) for p in parts), offsets, strict=True)
         ]
         return DecoderRows(
-            group=parts[0].group,
+            group=group,
             **{
                 k: np.concatenate([getattr(p, k) for p in padded], axis=1 if k in ("h", "c") else 0)
                 for k in DecoderRows.ROW_FIELDS + DecoderRows.WORD_FIELDS

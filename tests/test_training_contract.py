@@ -211,6 +211,22 @@ def test_words_joining_a_running_beam_search_get_the_answers_they_get_alone(tiny
     assert [a for group in asyncio.run(through_the_batcher()) for a in group] == alone
 
 
+def test_the_beam_computes_only_as_many_rows_as_live_hypotheses(tiny_artifact: Path) -> None:
+    """A word starts with one live hypothesis and one row; after each step every word has as many rows as the
+    word with the most live hypotheses, live ones first, and never a word whose search is over."""
+    served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_oov_penalty=0))
+    rows = served.rows(["sentance", "teh", "wich"])
+    assert rows.beam.group == 1 and len(rows.beam) == 3
+    while len(rows):
+        _, finished = served.step(rows)
+        searching = np.unique(rows.beam.word)
+        live = np.isfinite(rows.score[searching]).sum(axis=1)
+        assert rows.beam.group == max(live.max(initial=1), 1) and len(rows.beam) == len(searching) * rows.beam.group
+        live_first = np.arange(rows.score.shape[1])[None, :] < live[:, None]
+        assert (np.isfinite(rows.score[searching]) == live_first).all()
+        rows = rows.take(~finished)
+
+
 def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
     """Encoder outputs are padded to the longest word in the batch, and cut back when it leaves."""
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=2, speller_oov_penalty=0))
