@@ -11,7 +11,7 @@ PORT ?= 8000
 SPELLING ?= ../shared/data/spelling
 # The bundled speller was resumed into runs/speller2 (docs/speller.md): export it with SPELLER_RUN=runs/speller2.
 SPELLER_RUN ?= runs/speller
-SPELLER_VERSION ?= 1.2.0
+SPELLER_VERSION ?= 1.3.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
 	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers
@@ -44,7 +44,8 @@ speller-train: install-test
 
 ## Export the trained speller to models/speller, tune its decoding on validation, measure it beside the peers.
 speller-artifact: install-test
-	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller --version $(SPELLER_VERSION)
+	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller --version $(SPELLER_VERSION) \
+		--int8
 	cp $(SPELLER_RUN)/curves.png docs/speller_curves.png
 	$(MAKE) speller-measure
 
@@ -53,6 +54,7 @@ speller-artifact: install-test
 speller-measure: install-test
 	$(PY) -m bench.speller_tune --data $(SPELLING) --write-manifest
 	PYTHONHASHSEED=0 $(PY) -m bench.speller_quality --data $(SPELLING) --write-manifest
+	$(PY) -m bench.speller_int8 --checkpoint $(SPELLER_RUN)/best.pt --data $(SPELLING) --write-manifest
 	$(PY) -m bench.speller_report
 
 DBPEDIA ?= ../shared/data/dbpedia

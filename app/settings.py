@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
+    speller_precision: Literal["auto", "float32", "int8"] = Field(
+        "auto",
+        description="the speller's graphs: auto: int8 on a CPU when the artifact has them, else float32 "
+        "(int8's quantized LSTM runs on the CPU only)",
+    )
     speller_max_batch_words: int = Field(
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )

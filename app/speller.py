@@ -15,7 +15,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session, select_providers
 from app.metrics import Metrics
 from app.settings import Settings
 from app.speller_rows import NEG_INF, DecoderRows, SpellRows
@@ -42,13 +42,17 @@ class Speller(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
-        self.encoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["encoder"], settings)
-        self.decoder: ort.InferenceSession = open_session(folder, self.manifest.graphs["decoder_step"], settings)
+        self.precision = self._precision(folder, settings)
+        suffix = "_int8" if self.precision == "int8" else ""
+        self.encoder: ort.InferenceSession = open_session(folder, self.manifest.graphs[f"encoder{suffix}"], settings)
+        self.decoder: ort.InferenceSession = open_session(
+            folder, self.manifest.graphs[f"decoder_step{suffix}"], settings
+        )
         self.provider: str = self.encoder.get_providers()[0]
         memory_dims = next(i.shape for i in self.decoder.get_inputs() if i.name == "memory")
         if memory_dims[0] != "words":  # graphs before speller 1.2.0 took a copy per row
             raise ArtifactError(
-                f"{folder / self.manifest.graphs['decoder_step'].file}: takes encoder outputs per row "
+                f"{folder / self.manifest.graphs[f'decoder_step{suffix}'].file}: takes encoder outputs per row "
                 f"({memory_dims[0]!r}), this server passes them once per word ('words'): export it again "
                 "(python -m training.export speller)"
             )
@@ -85,6 +89,17 @@ class Speller(ManifestModel):
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
+
+    def _precision(self, folder: Path, settings: Settings) -> str:
+        """int8 graphs on a CPU when the artifact has them (about twice as fast, docs/speller.md), float32 on a
+        GPU, where the quantized LSTM would fall back to the CPU; CHARSERVE_SPELLER_PRECISION decides otherwise."""
+        has_int8 = {"encoder_int8", "decoder_step_int8"} <= set(self.manifest.graphs)
+        if settings.speller_precision == "int8" and not has_int8:
+            raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but CHARSERVE_SPELLER_PRECISION=int8")
+        if settings.speller_precision != "auto":
+            return settings.speller_precision
+        on_gpu = select_providers(settings.providers)[0] == "CUDAExecutionProvider"
+        return "int8" if has_int8 and not on_gpu else "float32"
 
     def warm_up(self) -> None:
         self.correct_words(["speling", "korrect"])

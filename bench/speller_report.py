@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from bench.harness import replace_block
+from bench.speller_int8 import markdown as int8_markdown
 from bench.speller_quality import markdown
 
 
@@ -46,6 +47,8 @@ def main() -> None:
     readme = Path("README.md")
     replace_block(readme, "quality", f"{table}\n{summary}")
 
+    int8 = Path("docs/speller_int8.json")
+    int8_table = int8_markdown(json.loads(int8.read_text())).split("\n", 4)[4] if int8.exists() else "Not measured.\n"
     training = manifest["training"]
     doc = Path("docs/speller.md")
     template = Path("docs/speller.template.md").read_text()
@@ -53,6 +56,7 @@ def main() -> None:
         template.replace("{{QUALITY_TABLE}}", table)
         .replace("{{SUMMARY}}", summary)
         .replace("{{DECODING_TABLE}}", decoding_table(manifest["decoding"]))
+        .replace("{{INT8}}", int8_table)
         .replace("{{COVERAGE}}", f"{quality['heldout_targets_in_dictionary']:.3f}")
         .replace("{{BEST_EPOCH}}", str(training["best_epoch"]))
         .replace("{{VALID_EXACT}}", f"{training['valid']['exact']:.4f}")

@@ -64,3 +64,21 @@ def test_speller_scheduling_bench_answers_words_and_times_the_model(kind: str, j
     if kind == "dynamic":  # whole batches: nothing ever joins a running one
         assert "batch copies on join" not in result["model_seconds"]
     assert SpellRows.concat.__name__ == "concat"  # the timer is taken off again
+
+
+def test_the_int8_bench_compares_both_exports_of_one_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    from bench import speller_int8
+
+    valid = [("teh", "the"), ("wich", "which"), ("sentance", "sentence")]
+    words = ["teh", "wich", "abuot", "becuase"]
+    rows, answers = {}, {}
+    for name, int8 in (("float32", False), ("int8", True)):
+        speller = speller_int8.export(tiny_run / "best.pt", tmp_path / name, int8, {"beam_size": 2})
+        assert speller.beam_size == 2  # the bundled speller's decoding, not the default
+        assert speller.precision == name
+        rows[name], answers[name] = speller_int8.measure(tmp_path / name, speller, valid, words)
+        assert len(answers[name]) == len(valid) and 0 <= rows[name]["valid_accuracy"] <= 1
+    assert rows["int8"]["graph_mb"] < rows["float32"]["graph_mb"]  # int8 weights take a quarter of the room
+    report = {"measured": "now", "command": "c", "checkpoint": "x", "decoding": {}, "valid_pairs": 3,
+              "answers_differing": 0, **rows}  # fmt: skip
+    assert "| int8 |" in speller_int8.markdown(report)

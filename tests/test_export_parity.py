@@ -69,3 +69,28 @@ def test_exported_files_exist(exported, tmp_path: Path) -> None:
     model, _, _ = exported
     paths = export_speller(model, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+def test_int8_graphs_stay_close_to_pytorch(tmp_path: Path) -> None:
+    """With int8 weights the graphs are quantized (integer ops in them) and their outputs stay within a few
+    percent of PyTorch's; what that costs in answers is measured on validation by bench/speller_int8.py."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = Speller(vocab_size=30, emb=16, hidden=32).eval()
+    paths = export_speller(model, tmp_path, int8=True)
+    int8 = [paths["encoder_int8"], paths["decoder_step_int8"]]
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= {n.op_type for p in int8 for n in onnx.load(str(p)).graph.node}
+    encoder, decoder = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in int8)
+    src, lengths = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
+    token = torch.tensor([5, 6, 7, 8])  # two rows per word
+    with torch.no_grad():
+        memory, keys, h, c = model.encode(src, lengths)
+        h, c = h.repeat_interleave(2, dim=1), c.repeat_interleave(2, dim=1)
+        logits, _, _ = model.decode(token[:, None], h, c, memory, keys, mask_bias(lengths, 4))
+    got_memory = encoder.run(None, {"src": src.numpy(), "src_len": lengths.numpy()})[0]
+    feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "memory": memory.numpy(),
+             "keys": keys.numpy(), "bias": mask_bias(lengths, 4).numpy()}  # fmt: skip
+    got_logits = decoder.run(None, feeds)[0]
+    for got, want in ((got_memory, memory.numpy()), (got_logits, logits[:, 0].numpy())):
+        assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import numpy as np
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
@@ -68,6 +69,26 @@ def test_measured_blocks_survive_a_re_export_of_the_same_weights(tiny_run: Path,
     (tmp_path / "dictionary.txt").write_text((tiny_run / "dictionary.txt").read_text())
     other = write_speller_artifact(tmp_path / "other.pt", out, version="0.0.3")
     assert other["quality"] == {} and "decoding" not in other
+
+
+def test_the_speller_runs_its_int8_graphs_on_a_cpu_and_float32_when_asked(tiny_run: Path, tmp_path: Path) -> None:
+    from app.artifacts import ArtifactError
+    from training.export import write_speller_artifact
+
+    out = tmp_path / "speller"
+    manifest = write_speller_artifact(tiny_run / "best.pt", out, version="0.0.1", int8=True)
+    assert manifest["precision"]["int8"] == ["encoder_int8", "decoder_step_int8"]
+    auto, float32 = ServedSpeller(out, Settings()), ServedSpeller(out, Settings(speller_precision="float32"))
+    assert (auto.precision, float32.precision) == ("int8", "float32")
+    assert auto.decoder._model_path.endswith("decoder_step.int8.onnx")
+    assert float32.decoder._model_path.endswith("decoder_step.onnx")
+    words = ["teh", "sentance", "wich"]
+    assert len(auto.correct_words(words)) == len(float32.correct_words(words)) == 3
+
+    write_speller_artifact(tiny_run / "best.pt", out, version="0.0.2")  # float32 only: no stale int8 graphs left
+    assert not list(out.glob("*.int8.onnx"))
+    with pytest.raises(ArtifactError, match=r"speller/manifest\.json: no int8 graphs"):
+        ServedSpeller(out, Settings(speller_precision="int8"))
 
 
 def greedy_reference(

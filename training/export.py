@@ -1,6 +1,6 @@
 """Export a trained model to ONNX with its manifest.
 
-    python -m training.export speller --checkpoint runs/speller/best.pt --out models/speller
+    python -m training.export speller --checkpoint runs/speller/best.pt --out models/speller [--int8]
     python -m training.export classifier --checkpoint runs/classifier/best.pt --out models/classifier
     python -m training.export poet --checkpoint runs/poet/best.pt --out models/poet
 
@@ -123,7 +123,8 @@ def read_summary(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-MEASURED = ("quality", "decoding")  # what the benches write into a manifest: measured quality, tuned decoding
+# What the benches write into a manifest: measured quality, tuned decoding, int8 against float32.
+MEASURED = ("quality", "decoding", "quantization")
 
 
 def weights_digest(path: Path) -> str | None:
@@ -157,8 +158,20 @@ def load_speller(checkpoint: Path) -> tuple[Speller, dict]:
     return model.eval(), state
 
 
-def export_speller(model: Speller, out: Path) -> dict[str, Path]:
-    """Write encoder.onnx and decoder_step.onnx for `model` into `out`."""
+def quantize_int8(source: Path, target: Path) -> None:
+    """The graph at `source` with int8 weights, at `target`: ONNX Runtime's dynamic quantization (MatMul and
+    LSTM weights int8, activations quantized at run time). About twice as fast on a CPU with VNNI; what it
+    costs in accuracy is measured by bench/speller_int8.py, not assumed. Its LSTM op runs on the CPU only,
+    so a GPU keeps the float32 graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    onnx.checker.check_model(onnx.load(str(target)))
+
+
+def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, Path]:
+    """Write encoder.onnx and decoder_step.onnx for `model` into `out`, and with `int8` also their int8 copies
+    (encoder.int8.onnx, decoder_step.int8.onnx), which the service runs on a CPU."""
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     src = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
@@ -173,14 +186,23 @@ def export_speller(model: Speller, out: Path) -> dict[str, Path]:
         token = torch.tensor([1, 1, 1, 1, 1, 1])  # three rows per word, so the graph does not fix the group size
         h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
         _export(SpellerDecoderStep(model).eval(), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
-    return {"encoder": encoder_path, "decoder_step": decoder_path}
+    paths = {"encoder": encoder_path, "decoder_step": decoder_path}
+    if int8:
+        for name, path in list(paths.items()):
+            paths[f"{name}_int8"] = path.with_suffix(".int8.onnx")
+            quantize_int8(path, paths[f"{name}_int8"])
+    else:  # a float32-only export leaves no int8 graphs of other weights behind
+        for path in (encoder_path, decoder_path):
+            path.with_suffix(".int8.onnx").unlink(missing_ok=True)
+    return paths
 
 
-def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
+def write_speller_artifact(checkpoint: Path, out: Path, version: str, int8: bool = False) -> dict:
     model, state = load_speller(checkpoint)
     run_dir = checkpoint.parent
-    previous_weights = weights_digest(out / "encoder.onnx")
-    paths = export_speller(model, out)
+    served = "encoder.int8.onnx" if int8 else "encoder.onnx"  # what the measured quality was measured on
+    previous_weights = weights_digest(out / served)
+    paths = export_speller(model, out, int8)
     shutil.copyfile(run_dir / "dictionary.txt", out / "dictionary.txt")
     summary = read_summary(run_dir)
     vocab = state["vocab"]
@@ -190,6 +212,8 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "architecture": "character encoder-decoder: forward + reversed LSTM encoder, Luong attention, LSTM decoder",
         "config": state["config"],
+        # On a CPU the service runs the *_int8 graphs when there are any, on a GPU the float32 ones.
+        "precision": {"float32": ["encoder", "decoder_step"], "int8": [n for n in paths if n.endswith("_int8")]},
         "training": {
             "best_epoch": state["epoch"],
             "valid": state["valid"],
@@ -201,17 +225,17 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str) -> dict:
         "special_tokens": {"pad": 0, "sos": 1, "eos": 2, "unk": 3},
         "limits": {"max_word_len": state["max_len"], "max_decode_steps": state["max_len"] + 1},
         "graphs": {
-            "encoder": {"file": paths["encoder"].name, **_io_spec(SPELLER_ENCODER_IO)},
-            "decoder_step": {"file": paths["decoder_step"].name, **_io_spec(SPELLER_DECODER_IO)},
+            name: {"file": path.name, **_io_spec(SPELLER_ENCODER_IO if "encoder" in name else SPELLER_DECODER_IO)}
+            for name, path in paths.items()
         },
         "dictionary": "dictionary.txt",
         "quality": {},
         "files": {},
     }
     manifest["files"] = {
-        name: sha256_file(out / name) for name in ("encoder.onnx", "decoder_step.onnx", "dictionary.txt")
+        name: sha256_file(out / name) for name in [*(p.name for p in paths.values()), "dictionary.txt"]
     }
-    return write_manifest(out, manifest, "encoder.onnx", previous_weights)
+    return write_manifest(out, manifest, served, previous_weights)
 
 
 class ClassifierGraph(nn.Module):
@@ -397,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default: models/<model>")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--fp32", action="store_true", help="poet: keep float32 weights in the file")
+    parser.add_argument("--int8", action="store_true", help="speller: int8 weights (dynamic quantization)")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or [Path("runs") / args.model / "best.pt"]
     if args.model in ("speller", "poet"):
@@ -404,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out = args.out or Path("models") / args.model
     if args.model == "poet":
         manifest = write_poet_artifact(checkpoint, args.out, args.version, fp16=not args.fp32)
+    elif args.model == "speller":
+        manifest = write_speller_artifact(checkpoint, args.out, args.version, int8=args.int8)
     else:
         manifest = WRITERS[args.model](checkpoint, args.out, args.version)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
