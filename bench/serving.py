@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import BODIES, closed_loop, open_loop
+from bench.serving_plots import throughput_and_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all servers; the table shows medians")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from --out's JSON")
     args = parser.parse_args(argv)
+    if args.report_only:
+        return write_report(json.loads(args.out.read_text()), args.out)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     servers = dict(SERVERS)
     missing = [str(p.relative_to(ROOT)) for p in NAIVE_NEEDS if not p.exists()]
@@ -153,8 +157,14 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, args.out)
+
+
+def write_report(report: dict, out: Path) -> None:
+    """docs/benchmarks.md and its plot beside the JSON."""
+    throughput_and_latency(report, out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(markdown(report, out.with_suffix(".png").name))
+    print(markdown(report, out.with_suffix(".png").name))
 
 
 def median_row(rounds: list[dict], key: str = "ok_per_s") -> dict:
@@ -165,7 +175,7 @@ def median_row(rounds: list[dict], key: str = "ok_per_s") -> dict:
     return middle
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, plot: str = "benchmarks.png") -> str:
     lines = [
         "# Serving benchmarks",
         "",
@@ -203,6 +213,11 @@ def markdown(report: dict) -> str:
         "greedy row per word, against the naive server's one), for a like-for-like ratio to (d), not for its",
         "answers (beam 16 is what charserve serves, see docs/speller.md). The open-loop row sends at half of",
         "(b)'s closed-loop throughput of the same round, at a fixed rate, for the latency at that load.",
+        "",
+        f"![throughput and latency of each server]({plot})",
+        "",
+        "Latency against load, charserve and LitServe on `/correct`: [latency_curve.md](latency_curve.md)",
+        "(`python -m bench.latency_curve`).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -82,3 +82,22 @@ def test_the_int8_bench_compares_both_exports_of_one_checkpoint(tiny_run: Path, 
     report = {"measured": "now", "command": "c", "checkpoint": "x", "decoding": {}, "valid_pairs": 3,
               "answers_differing": 0, **rows}  # fmt: skip
     assert "| int8 |" in speller_int8.markdown(report)
+
+
+def test_the_serving_plots_and_latency_table_are_written(tmp_path: Path) -> None:
+    from bench.latency_curve import markdown as curve_markdown
+    from bench.serving_plots import latency_against_load, throughput_and_latency
+
+    def row(server: str, rate: float) -> dict:
+        return {"server": server, "endpoint": "/correct", "concurrency": 64, "ok_per_s": rate,
+                "ok_per_s_rounds": [rate - 5, rate, rate + 5], "p50_ms": 10, "p95_ms": 20, "p99_ms": 30}  # fmt: skip
+
+    report = {"command": "c", "measured": "now", "rows": [row("charserve", 200.0), row("LitServe", 150.0)]}
+    throughput_and_latency(report, tmp_path / "serving.png")
+    points = [{"fraction": f, "offered_per_s": 100 * f, "ok_per_s": 100 * f, "p50_ms": 5.0, "p95_ms": 9.0,
+               "p99_ms": 12.0, "statuses": {"200": 10, "503": 1}} for f in (0.5, 1.0)]  # fmt: skip
+    curve = {"measured": "now", "command": "c", "endpoint": "/correct", "server_cores": "0", "client_cores": "1",
+             "servers": {"charserve": points}}  # fmt: skip
+    latency_against_load(curve, tmp_path / "curve.png")
+    assert (tmp_path / "serving.png").read_bytes()[:4] == (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| charserve | 100.0 (1.00) | 100.0 | 5.0 | 9.0 | 12.0 | 1 |" in curve_markdown(curve)
