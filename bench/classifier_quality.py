@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from bench.classifier_baseline import run as run_peer
-from bench.harness import api_client, replace_block
+from bench.harness import api_client, record_in_manifest, replace_block
 from training import classifier_data
 from training.classifier import save_confusion, scores
 
@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     replace_block(Path("README.md"), "classifier-quality", table)
     if args.write_manifest:
-        manifest["quality"] = {"measured_by": "python -m bench.classifier_quality --write-manifest", **results}
-        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        record_in_manifest(
+            manifest_path, "quality", {"measured_by": "python -m bench.classifier_quality --write-manifest", **results}
+        )
     write_report(args.docs, table, manifest)
 
 

@@ -1,8 +1,9 @@
-"""What the benches share: a client for the API (a running server or the app in-process) and the README's
-generated blocks."""
+"""What the benches share: a client for the API (a running server or the app in-process), the README's
+generated blocks, and the measured blocks they record in a model's manifest."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,3 +34,10 @@ def replace_block(path: Path, name: str, body: str) -> None:
     text = path.read_text()
     block = f"{start}\n{body}{end}"
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+
+
+def record_in_manifest(manifest_path: Path, key: str, block: dict) -> None:
+    """Put a bench's measured `block` under `key` in a model's manifest, read afresh so the rest stays as it is."""
+    manifest = json.loads(manifest_path.read_text())
+    manifest[key] = block
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

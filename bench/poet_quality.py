@@ -28,7 +28,7 @@ import numpy as np
 
 from app.poet import FORMS, Poet
 from app.settings import Settings
-from bench.harness import api_client, replace_block
+from bench.harness import api_client, record_in_manifest, replace_block
 from training import poet_data
 
 REGULAR = [name for name, form in FORMS.items() if form is not None]
@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.write_manifest:
         keep = {k: v for k, v in results.items() if k not in ("examples", "failures")}
-        manifest["quality"] = {"measured_by": "python -m bench.poet_quality --write-manifest", **keep}
-        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        record_in_manifest(
+            manifest_path, "quality", {"measured_by": "python -m bench.poet_quality --write-manifest", **keep}
+        )
 
 
 if __name__ == "__main__":

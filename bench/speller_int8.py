@@ -21,6 +21,7 @@ from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
+from bench.harness import record_in_manifest
 from bench.load import misspellings
 from training import speller_data
 from training.export import write_speller_artifact
@@ -93,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     if args.write_manifest:
-        path = args.models_dir / "speller" / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest["quantization"] = {"measured_by": "python -m bench.speller_int8 --write-manifest", **report}
-        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        measured_by = "python -m bench.speller_int8 --write-manifest"
+        record_in_manifest(
+            args.models_dir / "speller" / "manifest.json", "quantization", {"measured_by": measured_by, **report}
+        )
 
 
 def markdown(report: dict) -> str:

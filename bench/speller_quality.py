@@ -24,7 +24,7 @@ from spellchecker import SpellChecker
 from symspellpy import SymSpell, Verbosity
 from wordfreq import top_n_list
 
-from bench.harness import api_client
+from bench.harness import api_client, record_in_manifest
 from training import speller_data
 
 BATCH = 64  # texts per request: the service's default limit
@@ -154,13 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
     if args.write_manifest:
-        manifest_path = args.models_dir / "speller" / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
-        manifest["quality"] = {
-            "measured_by": "python -m bench.speller_quality --data ../shared/data/spelling --write-manifest",
-            **results,
-        }
-        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        measured_by = "python -m bench.speller_quality --data ../shared/data/spelling --write-manifest"
+        record_in_manifest(
+            args.models_dir / "speller" / "manifest.json", "quality", {"measured_by": measured_by, **results}
+        )
 
 
 if __name__ == "__main__":

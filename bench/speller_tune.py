@@ -17,6 +17,7 @@ from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
+from bench.harness import record_in_manifest
 from training import speller_data
 
 
@@ -65,18 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"], g["oov_penalty"] is None))
     print("best:", json.dumps(best))
     if args.write_manifest:
-        path = args.model_dir / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest["decoding"] = {
-            "beam_size": best["beam_size"],
-            "prior_weight": best["prior_weight"],
-            "edit_penalty": best["edit_penalty"],
-            "oov_penalty": best["oov_penalty"],
-            "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
-            "valid_pairs": len(valid),
-            "grid": grid,
-        }
-        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        record_in_manifest(
+            args.model_dir / "manifest.json",
+            "decoding",
+            {
+                "beam_size": best["beam_size"],
+                "prior_weight": best["prior_weight"],
+                "edit_penalty": best["edit_penalty"],
+                "oov_penalty": best["oov_penalty"],
+                "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
+                "valid_pairs": len(valid),
+                "grid": grid,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -101,3 +101,15 @@ def test_the_serving_plots_and_latency_table_are_written(tmp_path: Path) -> None
     latency_against_load(curve, tmp_path / "curve.png")
     assert (tmp_path / "serving.png").read_bytes()[:4] == (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "| charserve | 100.0 (1.00) | 100.0 | 5.0 | 9.0 | 12.0 | 1 |" in curve_markdown(curve)
+
+
+def test_a_measured_block_is_recorded_without_touching_the_rest_of_the_manifest(tmp_path: Path) -> None:
+    import json
+
+    from bench.harness import record_in_manifest
+
+    path = tmp_path / "manifest.json"
+    rest = {"name": "speller", "files": {"a.onnx": "0" * 64}}
+    path.write_text(json.dumps({**rest, "quality": {"old": 1}}))
+    record_in_manifest(path, "quality", {"heldout": 0.9})
+    assert json.loads(path.read_text()) == {**rest, "quality": {"heldout": 0.9}}
