@@ -6,7 +6,9 @@ continuous batching of words, joining at every step or once enough words wait.
 64 closed-loop clients each send one distinct misspelling at a time (bench/load.py's pool) straight to the
 scheduler, which runs the bundled speller on one pinned core. Besides words/s it reports where the model
 thread's time went (encoder calls, beam and greedy steps, batch copies on join), from timers wrapped
-around those calls. Writes docs/speller_scheduling.{json,md}.
+around those calls, and the model FLOP utilisation: the FLOPs of every graph call (counted from its input
+shapes, as float32 arithmetic even where the graphs run int8) per second, against a 2048² SGEMM on the same
+core in the same run. Writes docs/speller_scheduling.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from app.settings import Settings
 from app.speller import Speller
 from app.speller_rows import SpellRows
 from bench.load import BODIES
+from bench.poem_batching import sgemm_peak
 from bench.serving import median_row
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +62,35 @@ class Timers:
         setattr(owner, name, timed)
 
 
+class FlopCounter:
+    """FLOPs of the speller's graph calls, from their input shapes: multiply-adds × 2 of every LSTM gate,
+    attention product and linear layer (training/speller_model.py)."""
+
+    def __init__(self, config: dict) -> None:
+        emb, hidden, vocab = config["emb"], config["hidden"], config["vocab_size"]
+        self.lstm = 4 * hidden * (emb + hidden)  # one LSTM step of one row
+        self.encoder_tail = 2 * hidden * 2 * hidden  # the bridge to the decoder's first state, once per word
+        self.key = 2 * hidden * hidden  # attention keys, per source position
+        self.decoder_row = self.lstm + 3 * hidden * hidden + hidden * vocab  # LSTM, combine, output
+        self.attention = 3 * hidden  # scores and context, per source position of a row
+        self.flops = 0.0
+
+    def wrap(self, speller: Speller) -> None:
+        encode, decode = speller.encoder.run, speller.decoder.run
+
+        def encoder_run(names: Any, feeds: dict, *args: Any) -> Any:
+            words, length = feeds["src"].shape
+            self.flops += 2 * words * (length * (2 * self.lstm + self.key) + self.encoder_tail)
+            return encode(names, feeds, *args)
+
+        def decoder_run(names: Any, feeds: dict, *args: Any) -> Any:
+            rows, length = len(feeds["token"]), feeds["memory"].shape[1]
+            self.flops += 2 * rows * (self.decoder_row + length * self.attention)
+            return decode(names, feeds, *args)
+
+        speller.encoder.run, speller.decoder.run = encoder_run, decoder_run  # type: ignore[method-assign]
+
+
 async def closed_loop(submit: Callable[[str], Any], words: list[str], clients: int, seconds: float) -> int:
     answered = 0
     end = time.perf_counter() + seconds
@@ -77,6 +109,8 @@ async def closed_loop(submit: Callable[[str], Any], words: list[str], clients: i
 def measure(kind: str, join_fraction: float, words: list[str], clients: int, seconds: float) -> dict:
     speller = Speller(ROOT / "models" / "speller", Settings(intra_op_threads=1))
     speller.warm_up()
+    flops = FlopCounter(speller.manifest.model_extra["config"])
+    flops.wrap(speller)
     timers = Timers()
     timers.wrap(speller, "rows", "encoder (words joining)")
     timers.wrap(speller, "_beam_step", "beam steps")
@@ -109,7 +143,7 @@ def measure(kind: str, join_fraction: float, words: list[str], clients: int, sec
         answered = asyncio.run(run())
     finally:
         SpellRows.concat = staticmethod(concat)  # type: ignore[method-assign]
-    return {"words_per_s": round(answered / seconds, 1),
+    return {"words_per_s": round(answered / seconds, 1), "flop_per_s": round(flops.flops / seconds),
             "model_seconds": {k: round(v, 2) for k, v in timers.seconds.items()}}  # fmt: skip
 
 
@@ -122,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})
     words = [body["text"] for body in BODIES["/correct"]]
+    peak = sgemm_peak(args.cores)
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
     for _ in range(args.repeats):
         for name, (kind, fraction) in CONFIGS.items():
@@ -133,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.speller_scheduling " + " ".join(argv if argv is not None else sys.argv[1:]),
         "clients": args.clients,
         "seconds": args.seconds,
+        "sgemm_peak_flops": peak,
         "rows": rows,
     }
     out = ROOT / "docs" / "speller_scheduling.json"
@@ -143,13 +179,20 @@ def main(argv: list[str] | None = None) -> None:
         f"Measured {report['measured']} with `{report['command']}`: {args.clients} closed-loop clients, one distinct "
         f"misspelling each at a time, the bundled speller on one core, {args.seconds:g} s a round, median round.",
         "",
-        "| scheduler | words/s (median; all rounds) | model thread: seconds by part |",
-        "|---|---|---|",
+        "| scheduler | words/s (median; all rounds) | model GFLOP/s (float32-equivalent) | FLOP utilisation "
+        "| model thread: seconds by part |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
         parts = ", ".join(f"{k} {v}" for k, v in r["model_seconds"].items())
         lines.append(f"| {r['scheduler']} | {r['words_per_s']} ({', '.join(map(str, r['words_per_s_rounds']))}) "
-                     f"| {parts} |")  # fmt: skip
+                     f"| {r['flop_per_s'] / 1e9:.1f} | {100 * r['flop_per_s'] / peak:.1f}% | {parts} |")  # fmt: skip
+    lines += [
+        "",
+        f"FLOP utilisation: the FLOPs of every encoder and decoder call (from their input shapes, counted as "
+        f"float32 arithmetic: the CPU runs the int8 graphs) per second ÷ {peak / 1e9:.1f} GFLOP/s, a 2048² SGEMM "
+        "on the same core in the same run. Padding and dead rows count: they are work the core does.",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

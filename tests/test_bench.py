@@ -59,7 +59,7 @@ def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_
 @pytest.mark.parametrize(("kind", "join_fraction"), [("dynamic", 0.0), ("continuous", 0.5)])
 def test_speller_scheduling_bench_answers_words_and_times_the_model(kind: str, join_fraction: float) -> None:
     result = measure(kind, join_fraction, ["speling", "korrect", "wrod", "teh"], clients=4, seconds=0.3)
-    assert result["words_per_s"] > 0
+    assert result["words_per_s"] > 0 and result["flop_per_s"] > 0
     assert result["model_seconds"]["beam steps"] > 0 and result["model_seconds"]["encoder (words joining)"] > 0
     if kind == "dynamic":  # whole batches: nothing ever joins a running one
         assert "batch copies on join" not in result["model_seconds"]
