@@ -98,7 +98,7 @@ clean:
 	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache
 
 POET_RUN ?= runs/poet
-POET_VERSION ?= 1.1.0
+POET_VERSION ?= 1.2.0
 POET_MINUTES ?= 85
 POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --batch-size 16 --threads 2
 
