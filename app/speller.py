@@ -193,9 +193,12 @@ class Speller(ManifestModel):
         n = len(here)
         logp = np.where(self.trie.allowed[g.nodes], _log_softmax(logits), -np.inf)
         total = (rows.score[here, :group].reshape(-1, 1) + logp).reshape(n, group * vocab)
+        if total.shape[1] < beam:  # a beam wider than a row's continuations (first step): pad with dead ones
+            total = np.pad(total, ((0, 0), (0, beam - total.shape[1])), constant_values=-np.inf)
         top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]  # `beam` candidates per word
         top_score = np.take_along_axis(total, top, axis=1)
-        parent = (np.arange(n)[:, None] * group + top // vocab).ravel()  # always a row of the same word
+        # Always a row of the same word (a padded candidate, dead, points at the word's last row).
+        parent = (np.arange(n)[:, None] * group + np.minimum(top // vocab, group - 1)).ravel()
         token = (top % vocab).ravel()
         history, nodes = g.history[parent], g.nodes[parent]
         word = np.repeat(here, beam)  # each candidate's word

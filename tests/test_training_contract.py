@@ -248,6 +248,16 @@ def test_the_beam_computes_only_as_many_rows_as_live_hypotheses(tiny_artifact: P
         rows = rows.take(~finished)
 
 
+def test_a_beam_wider_than_the_vocabulary_decodes(tiny_artifact: Path) -> None:
+    """At the first step a word has one row, so fewer continuations than a 32-wide beam: the rest are dead."""
+    words = ["teh", "sentance", "wich"]
+    wide = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=32, speller_oov_penalty=0))
+    assert len(VOCAB) < 32
+    answers = wide.correct_words(words)
+    assert len(answers) == 3 and all(a.isalpha() or a == "" for a in answers)
+    assert answers == [wide.correct_words([w])[0] for w in words]  # the same alone as together
+
+
 def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
     """Encoder outputs are padded to the longest word in the batch, and cut back when it leaves."""
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=2, speller_oov_penalty=0))
