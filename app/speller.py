@@ -44,15 +44,14 @@ class Speller(ManifestModel):
         self.manifest: Manifest = load_manifest(folder)
         self.precision = self._precision(folder, settings)
         suffix = "_int8" if self.precision == "int8" else ""
-        self.encoder: ort.InferenceSession = open_session(folder, self.manifest.graphs[f"encoder{suffix}"], settings)
-        self.decoder: ort.InferenceSession = open_session(
-            folder, self.manifest.graphs[f"decoder_step{suffix}"], settings
-        )
+        encoder, decoder = self.manifest.graphs[f"encoder{suffix}"], self.manifest.graphs[f"decoder_step{suffix}"]
+        self.encoder: ort.InferenceSession = open_session(folder, encoder, settings)
+        self.decoder: ort.InferenceSession = open_session(folder, decoder, settings)
         self.provider: str = self.encoder.get_providers()[0]
         memory_dims = next(i.shape for i in self.decoder.get_inputs() if i.name == "memory")
         if memory_dims[0] != "words":  # graphs before speller 1.2.0 took a copy per row
             raise ArtifactError(
-                f"{folder / self.manifest.graphs[f'decoder_step{suffix}'].file}: takes encoder outputs per row "
+                f"{folder / decoder.file}: takes encoder outputs per row "
                 f"({memory_dims[0]!r}), this server passes them once per word ('words'): export it again "
                 "(python -m training.export speller)"
             )

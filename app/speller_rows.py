@@ -58,15 +58,15 @@ class DecoderRows:
         if keep.all():
             return self
         words = keep[:: self.group]
-        rows = replace(
-            self,
-            **{k: getattr(self, k)[:, keep] if k in ("h", "c") else getattr(self, k)[keep] for k in self.ROW_FIELDS},
-            **{k: getattr(self, k)[words] for k in self.WORD_FIELDS},
-        )
+        rows = replace(self, **self._rows_at(keep), **{k: getattr(self, k)[words] for k in self.WORD_FIELDS})
         width = int((rows.bias == 0).sum(axis=1).max(initial=0))
         if 0 < width < rows.bias.shape[1]:  # the longest word has left: later steps attend over less padding
             rows.memory, rows.keys, rows.bias = rows.memory[:, :width], rows.keys[:, :width], rows.bias[:, :width]
         return rows
+
+    def _rows_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-row fields at `index` (a mask or positions); h and c hold their rows on axis 1."""
+        return {k: getattr(self, k)[:, index] if k in ("h", "c") else getattr(self, k)[index] for k in self.ROW_FIELDS}
 
     def inputs(self) -> dict[str, np.ndarray]:
         return {"token": self.token, "h": self.h, "c": self.c, "memory": self.memory, "keys": self.keys,
@@ -79,11 +79,7 @@ class DecoderRows:
             return self
         rows = np.arange(len(self)).reshape(-1, self.group)
         rows = np.concatenate([rows, np.repeat(rows[:, -1:], group - self.group, axis=1)], axis=1).ravel()
-        return replace(
-            self,
-            group=group,
-            **{k: getattr(self, k)[:, rows] if k in ("h", "c") else getattr(self, k)[rows] for k in self.ROW_FIELDS},
-        )
+        return replace(self, group=group, **self._rows_at(rows))
 
     @staticmethod
     def concat(parts: list[DecoderRows], offsets: list[int]) -> DecoderRows:
