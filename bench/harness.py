@@ -3,8 +3,10 @@ generated blocks, and the measured blocks they record in a model's manifest."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,3 +43,11 @@ def record_in_manifest(manifest_path: Path, key: str, block: dict) -> None:
     manifest = json.loads(manifest_path.read_text())
     manifest[key] = block
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def run_record(module: str, argv: list[str] | None) -> dict[str, str]:
+    """When a bench ran and the command that reproduces it: the head of every report."""
+    return {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }

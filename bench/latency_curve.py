@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
 
+from bench.harness import run_record
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving import LITSERVE, UVICORN, start_server, stop_server
 from bench.serving_plots import latency_against_load
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://127.0.0.1:{args.port}{args.endpoint}"
     bodies = BODIES[args.endpoint]
     curve: dict = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.latency_curve " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.latency_curve", argv),
         "endpoint": args.endpoint,
         "server_cores": args.server_cores,
         "client_cores": args.client_cores,

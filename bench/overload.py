@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import sys
 
+from bench.harness import run_record
 from bench.load import BODIES, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
@@ -49,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             stop_server(server)
     report = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.overload " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.overload", argv),
         "endpoint": args.endpoint,
         "rate": args.rate,
         "rows": rows,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import replace_block
+from bench.harness import replace_block, run_record
 from bench.load import POEM_BODIES, closed_loop
 from bench.serving import median_row, start_server, stop_server
 
@@ -138,8 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(row)
     rows = [median_row([r for r in runs if r["server"] == name]) for name in SCHEDULERS]
     report = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.poem_batching " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.poem_batching", argv),
         "server_cores": args.server_cores,
         "client_cores": args.client_cores,
         "sgemm_peak_flops": peak,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import run_record
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving_plots import throughput_and_latency
 
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [median_row([r for r in runs if (r["server"], r["endpoint"]) == key]) for key in dict.fromkeys(
         (r["server"], r["endpoint"]) for r in runs)]  # fmt: skip
     report = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.serving " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.serving", argv),
         "server_cores": args.server_cores,
         "client_cores": args.client_cores,
         "repeats": args.repeats,

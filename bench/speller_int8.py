@@ -11,17 +11,15 @@ docs/speller_int8.{json,md}; with --write-manifest, a `quantization` block in th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
-from bench.harness import record_in_manifest
+from bench.harness import record_in_manifest, run_record
 from bench.load import misspellings
 from training import speller_data
 from training.export import write_speller_artifact
@@ -82,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             results[name], answers[name] = measure(folder, speller, valid, words)
             print(name, json.dumps(results[name]), flush=True)
     report = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.speller_int8 " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.speller_int8", argv),
         "checkpoint": str(args.checkpoint),
         "decoding": {k: decoding.get(k) for k in ("beam_size", "prior_weight", "edit_penalty", "oov_penalty")},
         "valid_pairs": len(valid),

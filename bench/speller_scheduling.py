@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime as dt
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ from app.continuous import ContinuousBatcher
 from app.settings import Settings
 from app.speller import Speller
 from app.speller_rows import SpellRows
+from bench.harness import run_record
 from bench.load import BODIES
 from bench.poem_batching import sgemm_peak
 from bench.serving import median_row
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             print(name, json.dumps(runs[name][-1]), flush=True)
     rows = [{"scheduler": name, **median_row(measured, "words_per_s")} for name, measured in runs.items()]
     report = {
-        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.speller_scheduling " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **run_record("bench.speller_scheduling", argv),
         "clients": args.clients,
         "seconds": args.seconds,
         "sgemm_peak_flops": peak,

@@ -113,3 +113,11 @@ def test_a_measured_block_is_recorded_without_touching_the_rest_of_the_manifest(
     path.write_text(json.dumps({**rest, "quality": {"old": 1}}))
     record_in_manifest(path, "quality", {"heldout": 0.9})
     assert json.loads(path.read_text()) == {**rest, "quality": {"heldout": 0.9}}
+
+
+def test_a_report_head_names_the_command_that_reproduces_it() -> None:
+    from bench.harness import run_record
+
+    head = run_record("bench.serving", ["--seconds", "12"])
+    assert head["command"] == "python -m bench.serving --seconds 12"
+    assert head["measured"].endswith("+00:00")  # UTC, to the second
