@@ -74,6 +74,7 @@ class ContinuousBatcher(Generic[ModelT]):
         self.limiter = limiter
         self.metrics = metrics or Metrics()
         self.waiting: list[_Job] = []
+        self.stand_ins: list[_Job] = []  # padded: ended items whose rows go on, joining at the next step
         self.wake = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -159,6 +160,7 @@ class ContinuousBatcher(Generic[ModelT]):
                 self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
             else:
                 joining = []
+            joining, self.stand_ins = self.stand_ins + joining, []
             if not live and not joining:
                 continue
             running = rows if live else None
@@ -201,16 +203,12 @@ class ContinuousBatcher(Generic[ModelT]):
                 if job.stream is not None:
                     job.stream.put_nowait(None)
         keep = ~finished & ~np.array([job.gone for job in live])
-        if self.padded and keep.any() and finished.any():
+        if self.padded and keep.any():
             # An ended item's row goes on being computed until the batch's last item ends: a fresh row of the
-            # same plan stands in for it (its job already answered, so its output is never read).
-            ended = [job for job, f in zip(live, finished, strict=True) if f]
-            stand_ins = self.model.rows([job.plan for job in ended])
-            return type(rows).concat([rows.take(~finished), stand_ins]), [
-                *(job for job, f in zip(live, finished, strict=True) if not f),
-                *ended,
-            ]
-        if keep.all() or (self.padded and keep.any()):
+            # same plan joins at the next step in its place (its job already answered, its output never read).
+            self.stand_ins = [job for job, f in zip(live, finished, strict=True) if f]
+            keep = ~finished
+        if keep.all():
             return rows, live
         return rows.take(keep), [job for job, k in zip(live, keep, strict=True) if k]
 
