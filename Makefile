@@ -14,7 +14,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.3.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers
+	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers poet-units
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -124,3 +124,8 @@ poet-measure: install-test
 ## Reproduce the optimizer comparison at a reduced size (docs/poet_optimizers.md; about 8 minutes a run).
 poet-optimizers: install-test
 	$(PY) -m bench.poet_optimizers
+	$(MAKE) poet-units
+
+## Count the bundled poet's and the comparison's test losses per character and over padded rows (docs/poet_units.md).
+poet-units: install-test
+	$(PY) -m bench.poet_units --checkpoint $(POET_RUN)/best.pt $(foreach o,sgd momentum adagrad adam,runs/poet_opt_$(o)/best.pt)

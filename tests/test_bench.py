@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -14,6 +16,7 @@ from app.speller_rows import SpellRows
 from bench.naive_server import create_app as naive_app
 from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
+from bench.poet_units import length_cost, padded_perplexity, position_nll
 from bench.speller_scheduling import measure
 from training import poet_data
 from training.export import load_poet
@@ -54,6 +57,29 @@ def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_
         expected = perplexity(model, [poet_data.encode(t, char_id) for t in texts])
     # The artifact stores float16 weights: the same up to their rounding.
     assert served_perplexity(poet, texts) == pytest.approx(expected, rel=2e-3)
+
+
+def test_per_position_losses_give_the_training_perplexity(tiny_poet_run: Path) -> None:
+    model, state = load_poet(tiny_poet_run / "best.pt")
+    char_id = {ch: i for i, ch in enumerate(state["vocab"])}
+    poems = [poet_data.encode(t, char_id) for t in ["春风东阳云，长山水月花。", "江天", "秋日明白青，门落时无处。"]]
+    nll = position_nll(model, poems, batch_size=2)
+    assert [len(x) for x in nll] == [len(p) - 1 for p in poems]  # every character and <eos>, in input order
+    mean = sum(float(x.sum()) for x in nll) / sum(len(x) for x in nll)
+    assert mean == pytest.approx(math.log(perplexity(model, poems)), rel=1e-5)
+
+
+def test_padded_rows_count_padding_as_free_predictions() -> None:
+    nll = [np.full(9, 2.0), np.full(4, 2.0)]  # encoded lengths 10 and 5
+    start = length_cost([5, 5, 7], width=10)
+    # Rows of 10: the first poem fills its row; the second has 5 free padding positions and one <bos> to place.
+    expected = (9 * 2.0 + 4 * 2.0 + start[5]) / (2 * 9)
+    assert padded_perplexity(nll, 10, start) == pytest.approx(math.exp(expected))
+    # Rows of 6: the first poem is cut after 5 predictions.
+    assert padded_perplexity(nll, 6, length_cost([5], width=6)) == pytest.approx(
+        math.exp((5 * 2.0 + 4 * 2.0 + length_cost([5], width=6)[5]) / (2 * 5))
+    )
+    assert start[5] < start[6]  # a length seen in training costs less to place than one never seen
 
 
 @pytest.mark.parametrize(("kind", "join_fraction"), [("dynamic", 0.0), ("continuous", 0.5)])
