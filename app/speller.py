@@ -111,13 +111,17 @@ class Speller(ManifestModel):
     def rows(self, words: list[str]) -> SpellRows:
         """Encode the words (one encoder call) and start both searches for each: the batch they join."""
         src, lengths = self._ids(words)
+        if src.shape[1] > self.max_len:  # callers pass candidate_words' words, which never are
+            raise ValueError(f"longer than {self.max_len} characters: {[w for w in words if len(w) > self.max_len]}")
         memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
         n, beam = len(words), self.beam_size
 
-        def decoder_rows(words: np.ndarray, group: int) -> DecoderRows:
-            """`group` rows for each of `words`; their encoder outputs once per word."""
+        def decoder_rows(words: np.ndarray, group: int, edits: int) -> DecoderRows:
+            """`group` rows for each of `words`; their encoder outputs once per word; `edits` columns of edit
+            distances (the empty spelling is j edits from the misspelling's first j characters)."""
             word = np.repeat(words, group)
+            start = np.broadcast_to(np.arange(edits, dtype=np.int32), (len(word), edits))
             return DecoderRows(
                 group=group,
                 word=word,
@@ -126,6 +130,8 @@ class Speller(ManifestModel):
                 c=c[:, word],
                 nodes=np.full(len(word), ROOT, dtype=np.int32),
                 history=np.zeros((len(word), self.max_steps), dtype=np.int64),
+                edits=start.copy(),
+                edits_prev=np.full_like(start, self.max_len + self.max_steps),  # no transposition at the start
                 memory=memory[words],
                 keys=keys[words],
                 bias=bias[words],
@@ -134,16 +140,19 @@ class Speller(ManifestModel):
         score = np.full((n, beam), -np.inf, dtype=np.float32)
         score[:, 0] = 0  # one live hypothesis per word to start with
         searching_open = np.arange(n) if self.oov_penalty is not None else np.arange(0)
+        target = np.full((n, self.max_len), -1, dtype=np.int64)
+        target[:, : src.shape[1]] = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], src, -1)
         return SpellRows(
             words=np.array(words, dtype=object),
+            target=target,
             step=np.zeros(n, dtype=np.int64),
             score=score,
             best=np.full(n, -np.inf, dtype=np.float32),
             best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
             open_total=np.zeros(n, dtype=np.float32),
             open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
-            beam=decoder_rows(np.arange(n), 1),  # one live hypothesis per word: one row until it branches
-            open=decoder_rows(searching_open, 1),
+            beam=decoder_rows(np.arange(n), 1, self.max_len + 1),  # one row per word until its beam branches
+            open=decoder_rows(searching_open, 1, 0),
         )
 
     def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:
@@ -201,18 +210,15 @@ class Speller(ManifestModel):
         token = (top % vocab).ravel()
         history, nodes = g.history[parent], g.nodes[parent]
         word = np.repeat(here, beam)  # each candidate's word
+        edits = _extend_edits(g.edits[parent], g.edits_prev[parent], g.token[parent], token, rows.target[word])
+        length = np.repeat((rows.target[here] >= 0).sum(axis=1), beam)  # each candidate's misspelling's length
         step = rows.step[word]
         history[np.arange(len(token)), step] = token
         ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
         # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
         final = np.where(ended, top_score.ravel() + self.prior_weight * self.trie.log_prior[nodes], -np.inf)
-        if self.edit_penalty and ended.any():
-            done = np.flatnonzero(ended)
-            spelled = self.id_to_byte[history[done]]
-            lengths = step[done]  # the tokens before this step's eos
-            candidates = [row[:n].tobytes().decode("ascii") for row, n in zip(spelled, lengths, strict=True)]
-            distance = cpdist(list(rows.words[word[done]]), candidates, scorer=OSA.distance)
-            final[done] -= self.edit_penalty * distance
+        if self.edit_penalty:  # an ended spelling is its parent's: its distance to the whole misspelling
+            final -= self.edit_penalty * g.edits[parent, length]
         final = final.reshape(n, beam)
         pick = final.argmax(axis=1)
         chosen = final[np.arange(n), pick]
@@ -221,8 +227,13 @@ class Speller(ManifestModel):
         rows.best_ids[here[better]] = history.reshape(n, beam, -1)[better, pick[better]]
 
         score = np.where(ended.reshape(n, beam), -np.inf, top_score)
-        # No finished word can score above its best live hypothesis plus the largest prior.
-        score[rows.best[here] >= score.max(axis=1) + self.prior_weight * self.trie.max_log_prior] = -np.inf
+        # What a live hypothesis can still reach: its score (later steps only lower it), the largest prior, and
+        # the penalty for the edits it already has (any word it ends as is at least that far from the
+        # misspelling). A word whose best finished answer beats that for every hypothesis is done.
+        inside = np.arange(edits.shape[1])[None, :] <= length[:, None]
+        least = np.where(inside, edits, np.iinfo(edits.dtype).max).min(axis=1).reshape(n, beam)
+        reach = score + self.prior_weight * self.trie.max_log_prior - self.edit_penalty * least
+        score[rows.best[here] >= reach.max(axis=1)] = -np.inf
         score[rows.step[here] + 1 >= self.max_steps] = -np.inf  # out of steps
         # Live hypotheses first, and only as many rows per word as the word with the most has: a dead
         # hypothesis (-inf) would cost a row of the next step and can never win.
@@ -242,6 +253,8 @@ class Speller(ManifestModel):
             c=c[:, parent[kept]],
             nodes=nodes,
             history=history[kept],
+            edits=edits[kept],
+            edits_prev=g.edits[parent[kept]],
         ).take(np.repeat(live.any(axis=1), width))
 
     def _open_step(self, rows: SpellRows) -> None:
@@ -302,6 +315,22 @@ class Speller(ManifestModel):
                     )
             results.append(CorrectedText(_apply(text, corrections), corrections))
         return results
+
+
+def _extend_edits(
+    edits: np.ndarray, edits_prev: np.ndarray, last: np.ndarray, token: np.ndarray, target: np.ndarray
+) -> np.ndarray:
+    """One more row of the OSA edit-distance table for every candidate at once: `edits` [K, L + 1] holds the
+    distances of a spelling to each prefix of its misspelling `target` [K, L], `edits_prev` the same without
+    its last character `last`; this returns them for the spelling followed by `token`."""
+    new = np.empty_like(edits)
+    new[:, 0] = edits[:, 0] + 1
+    new[:, 1:] = np.minimum(edits[:, 1:] + 1, edits[:, :-1] + (target != token[:, None]))  # skip token or match it
+    swapped = (token[:, None] == target[:, :-1]) & (last[:, None] == target[:, 1:])  # "ab" against "ba"
+    new[:, 2:] = np.where(swapped, np.minimum(new[:, 2:], edits_prev[:, :-2] + 1), new[:, 2:])
+    # A skipped misspelling character: new[j] = min(new[j], new[j - 1] + 1), along j in one pass.
+    j = np.arange(new.shape[1], dtype=new.dtype)
+    return np.minimum.accumulate(new - j, axis=1) + j
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -42,11 +42,15 @@ class DecoderRows:
     c: np.ndarray
     nodes: np.ndarray  # [N] int32: the trie node reached (beam rows)
     history: np.ndarray  # [N, max_steps] int64: tokens written (beam rows)
+    # The edit distance (OSA) of the row's spelling so far to every prefix of its misspelling, and the same one
+    # character earlier (for transpositions): [N, max_len + 1] int32 on beam rows, [N, 0] on greedy rows.
+    edits: np.ndarray
+    edits_prev: np.ndarray
     memory: np.ndarray  # [N / group, T, 2 hidden]: the encoder's output, padded to the batch's longest word
     keys: np.ndarray  # [N / group, T, key]
     bias: np.ndarray  # [N / group, T]: 0 inside the word, NEG_INF on padding (an attention mask)
 
-    ROW_FIELDS = ("word", "token", "h", "c", "nodes", "history")
+    ROW_FIELDS = ("word", "token", "h", "c", "nodes", "history", "edits", "edits_prev")
     WORD_FIELDS = ("memory", "keys", "bias")
 
     def __len__(self) -> int:
@@ -111,6 +115,7 @@ class SpellRows:
     """The words being corrected together (index w in every per-word array) and their decoder rows."""
 
     words: np.ndarray  # [W] str (object): the lowercase misspellings
+    target: np.ndarray  # [W, max_len] int64: their character ids, -1 past each word's end
     step: np.ndarray  # [W] int64: decoding steps done
     score: np.ndarray  # [W, beam] float32: log-probability of each live hypothesis (-inf: none)
     best: np.ndarray  # [W] float32: the best finished dictionary word's reranked score

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -10,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from rapidfuzz.distance import OSA
 
 from app.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
+from app.speller import _extend_edits
 from app.speller_rows import SpellRows
 from tests.conftest import rewrite_checksums, tiny_training_args
 from training.export import load_speller
@@ -165,6 +169,69 @@ def test_a_strong_edit_penalty_prefers_the_closest_dictionary_word(artifact_copy
     served = ServedSpeller(folder, Settings(speller_beam_size=16, speller_prior_weight=1.0, speller_edit_penalty=100.0))
     # "then" is one edit from "thenn", every other word at least two: the prior cannot outweigh that.
     assert served.correct_words(["thenn"]) == ["then"]
+
+
+def test_the_edit_table_holds_the_osa_distance_to_every_prefix_of_the_misspelling() -> None:
+    """The beam keeps each hypothesis's row of the edit-distance table and extends it a character at a time,
+    all rows at once; it must agree with rapidfuzz's OSA distance (transpositions count one) everywhere."""
+    rng = np.random.default_rng(0)
+    width = 9
+    misspellings = ["ba", "abc", "acb", "teh", "the", "abuot", "aaaa", "cabbage"] + [
+        "".join(rng.choice(list("abc"), size=rng.integers(1, width))) for _ in range(40)
+    ]
+    spellings = ["ab", "bac", "abc", "the", "teh", "about", "aa", "cabagge"] + [
+        "".join(rng.choice(list("abc"), size=rng.integers(1, width))) for _ in range(40)
+    ]
+    target = np.full((len(misspellings), width - 1), -1, dtype=np.int64)
+    for i, word in enumerate(misspellings):
+        target[i, : len(word)] = [ord(ch) for ch in word]
+    edits = np.broadcast_to(np.arange(width, dtype=np.int32), (len(target), width)).copy()
+    edits_prev = np.full_like(edits, 99)
+    last = np.zeros(len(target), dtype=np.int64)  # no character yet (the start token)
+    for step in range(max(map(len, spellings))):
+        token = np.array([ord(s[step]) if step < len(s) else ord("z") for s in spellings], dtype=np.int64)
+        edits, edits_prev, last = _extend_edits(edits, edits_prev, last, token, target), edits, token
+        for i, (spelled, word) in enumerate(zip(spellings, misspellings, strict=True)):
+            if step < len(spelled):
+                so_far = spelled[: step + 1]
+                expected = [OSA.distance(so_far, word[:j]) for j in range(len(word) + 1)]
+                assert edits[i, : len(word) + 1].tolist() == expected, (so_far, word)
+
+
+def test_the_search_stops_a_word_only_when_no_hypothesis_can_beat_its_answer(artifact_copy: Path) -> None:
+    """With a dictionary small enough for a beam of 16 to hold every branch, the answer must be the dictionary
+    word of best score, scored by hand word by word: a search the edit bound ended too early would miss it."""
+    folder = artifact_copy / "speller"
+    counts = {"then": 40, "thin": 500, "teen": 300, "tenth": 200, "than": 900, "ten": 60, "hen": 5}
+    (folder / "dictionary.txt").write_text("".join(f"{w}\t{n}\n" for w, n in counts.items()))
+    rewrite_checksums(folder)
+    for penalty in (0.5, 2.0, 6.0):
+        served = ServedSpeller(folder, Settings(speller_beam_size=16, speller_prior_weight=1.0,
+                                                speller_edit_penalty=penalty, speller_oov_penalty=None))  # fmt: skip
+        served.oov_penalty = None  # the dictionary's answer only, whatever the artifact was tuned to
+        total = sum(counts.values())
+        for misspelling in ["thenn", "tehn", "tne", "htin", "tenht"]:
+            best = max(
+                counts,
+                key=lambda w: (
+                    teacher_forced_log_p(served, misspelling, w)
+                    + math.log(counts[w] / total)
+                    - penalty * OSA.distance(w, misspelling)
+                ),
+            )
+            assert served.correct_words([misspelling]) == [best], (penalty, misspelling)
+
+
+def teacher_forced_log_p(served: ServedSpeller, misspelling: str, word: str) -> float:
+    """log P(word, then the end | misspelling) as the beam scores it: the decoder fed the word's own characters."""
+    rows = served.rows([misspelling]).beam
+    total = 0.0
+    for token in [int(served.byte_to_id[ord(ch)]) for ch in word] + [served.eos_id]:
+        logits, h, c = served.decoder.run(None, rows.inputs())
+        shifted = logits[0] - logits[0].max()
+        total += float(shifted[token] - np.log(np.exp(shifted).sum()))
+        rows = replace(rows, token=np.array([token]), h=h, c=c)
+    return total
 
 
 def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artifact: Path) -> None:
