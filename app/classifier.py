@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,20 @@ from app.settings import Settings
 def normalise(title: str) -> str:
     """As training/classifier_data.py: percent-decoded, `_` as spaces, NFC, trimmed (a test holds them equal)."""
     return unicodedata.normalize("NFC", unquote(title).replace("_", " ")).strip()
+
+
+# As training/classifier_data.py: a word is a run of letters; digits, `_` and punctuation end it.
+WORD = re.compile(r"[^\W\d_]+")
+
+
+def read_lexicon(path: Path) -> dict[str, float]:
+    """`word<TAB>count` lines → {word: log10(count + 1) / log10(largest count + 1)}, as training scales them."""
+    counts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, _, count = line.partition("\t")
+        counts[word] = int(count)
+    top = math.log10(max(counts.values()) + 1)
+    return {word: math.log10(count + 1) / top for word, count in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -46,27 +62,54 @@ class Classifier(ManifestModel):
         chars.sort()
         self.code_points = np.array([c for c, _ in chars], dtype=np.uint32)
         self.code_ids = np.array([i for _, i in chars], dtype=np.int64)
+        # Optional: the word list whose knowledge the graph reads beside the characters.
+        self.lexicon: dict[str, float] | None = None
+        spec = extra.get("lexicon")
+        if spec:
+            if spec["file"] not in self.manifest.files:
+                raise ArtifactError(f"{folder / spec['file']}: lexicon has no checksum in {folder / 'manifest.json'}")
+            self.lexicon = read_lexicon(folder / spec["file"])
+            self.lexicon_channels = int(spec["channels"])
+        wanted = {i.name for i in self.session.get_inputs()}
+        if ("lexicon" in wanted) != (self.lexicon is not None):
+            raise ArtifactError(f"{folder / 'manifest.json'}: the graph's lexicon input and the manifest disagree")
 
     def warm_up(self) -> None:
         self.classify(["Antonio_Veciana", "Kneuterdijk Palace"])
 
-    def ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Texts → [B, T] ids padded at the end and lengths [B], without a loop over characters.
-
-        A text that normalises to nothing is read as one unknown character.
-        """
+    def names(self, texts: list[str]) -> list[str]:
+        """What the graph reads of each text; a text that normalises to nothing is one unknown character."""
         names = [normalise(t) for t in texts]
-        names = [(n[-self.max_len :] if self.keep_end else n[: self.max_len]) or "\0" for n in names]
+        return [(n[-self.max_len :] if self.keep_end else n[: self.max_len]) or "\0" for n in names]
+
+    def ids(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Names → [B, T] ids padded at the end and lengths [B], without a loop over characters."""
         lengths = np.fromiter((len(n) for n in names), dtype=np.int64, count=len(names))
         points = np.frombuffer("".join(names).encode("utf-32-le"), dtype=np.uint32)
         slot = np.minimum(np.searchsorted(self.code_points, points), len(self.code_points) - 1)
         char_ids = np.where(self.code_points[slot] == points, self.code_ids[slot], self.unk_id)
         return pad_rows(char_ids, lengths, self.pad_id), lengths
 
+    def lexicon_features(self, names: list[str], width: int) -> np.ndarray:
+        """[B, width, 2]: at each character of a word the lexicon has, the word's value and 1 (a slice per word:
+        names have a few words, and the lookup is by whole word)."""
+        assert self.lexicon is not None
+        features = np.zeros((len(names), width, self.lexicon_channels), dtype=np.float32)
+        for row, name in enumerate(names):
+            for match in WORD.finditer(name):
+                value = self.lexicon.get(match.group().lower())
+                if value is not None:
+                    features[row, match.start() : match.end()] = (value, 1.0)
+        return features
+
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """[B, classes], every text of the call in one graph run."""
-        ids, lengths = self.ids(texts)
-        (probs,) = self.session.run(None, {"ids": ids, "lengths": lengths})
+        names = self.names(texts)
+        ids, lengths = self.ids(names)
+        feeds = {"ids": ids, "lengths": lengths}
+        if self.lexicon is not None:
+            feeds["lexicon"] = self.lexicon_features(names, ids.shape[1])
+        (probs,) = self.session.run(None, feeds)
         if self.metrics is not None:
             self.metrics.observe_batch("classifier", len(texts), int(lengths.sum()))
         return probs

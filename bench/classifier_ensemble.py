@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from training import classifier_data
-from training.classifier import clip, predict, scores
+from training.classifier import checkpoint_lexicon, clip, predict, scores
 from training.export import load_classifier
 
 
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         model, state = load_classifier(run / "best.pt")
         char_id = {ch: i for i, ch in enumerate(state["vocab"])}
-        probs[run] = predict(model, [clip(n, state["max_len"], state["keep_end"]) for n, _ in valid], char_id)
+        names = [clip(n, state["max_len"], state["keep_end"]) for n, _ in valid]
+        probs[run] = predict(model, names, char_id, checkpoint_lexicon(state))
     rows = []
     for size in range(1, len(args.runs) + 1):
         for combo in itertools.combinations(args.runs, size):

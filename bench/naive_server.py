@@ -20,7 +20,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from training.classifier import clip, encode
+from training.classifier import checkpoint_lexicon, clip, encode, lexicon_tensor
 from training.classifier_data import LABELS, normalise
 from training.classifier_model import NameClassifierEnsemble
 from training.export import load_classifier, load_speller
@@ -34,6 +34,7 @@ def create_app(speller_path: Path, classifier_paths: list[Path]) -> FastAPI:
     classifier = members[0] if len(members) == 1 else NameClassifierEnsemble(members).eval()
     state = loaded[0][1]
     char_id = {ch: i for i, ch in enumerate(state["vocab"])}
+    lexicon = next((v for _, s in loaded if (v := checkpoint_lexicon(s)) is not None), None)
     one_at_a_time = threading.Lock()  # the lab's server handled one request, then the next
     app = FastAPI()
 
@@ -53,7 +54,8 @@ def create_app(speller_path: Path, classifier_paths: list[Path]) -> FastAPI:
         name = clip(normalise(body["text"]), state["max_len"], state["keep_end"]) or "?"
         with one_at_a_time, torch.no_grad():
             ids, lengths = encode([name], char_id)
-            best = int(classifier(ids, lengths).argmax(dim=1))
+            features = lexicon_tensor([name], lexicon, ids.size(1)) if lexicon is not None else None
+            best = int(classifier(ids, lengths, features).argmax(dim=1))
         return {"results": [{"label": LABELS[best]}]}
 
     return app

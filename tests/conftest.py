@@ -106,13 +106,31 @@ def tiny_dbpedia_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("dbpedia")
     for seed, (split, count) in enumerate({"train": 400, "valid": 60, "test": 60}.items()):
         (folder / f"smaller.{split}").write_text("".join(tiny_dbpedia_lines(seed, count)), newline="")
+    # A word list for the lexicon input, shaped like the speller's dictionary.txt (word<TAB>count, lowercase).
+    words = {
+        "the": 900000,
+        "river": 5000,
+        "palace": 3000,
+        "lake": 4000,
+        "records": 2500,
+        "university": 8000,
+        "party": 6000,
+        "film": 7000,
+        "album": 900,
+        "novel": 1200,
+        "song": 3000,
+        "anna": 400,
+        "maria": 500,
+    }
+    (folder / "lexicon.txt").write_text("".join(f"{w}\t{n}\n" for w, n in words.items()))
     return folder
 
 
 def tiny_classifier_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--data", str(data), "--out", str(out), "--epochs", "6", "--lr", "0.01",
-        "--emb", "8", "--hidden", "16", "--dense", "16", "--batch-size", "16", "--threads", "1", *extra,
+        "--emb", "8", "--hidden", "16", "--dense", "16", "--batch-size", "16", "--threads", "1",
+        "--lexicon", str(data / "lexicon.txt"), *extra,
     ]  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from app.classifier import normalise as served_normalise
 from app.settings import Settings
 from tests.conftest import tiny_classifier_args
 from training import classifier_data
-from training.classifier import PRESETS, clip, encode, predict
+from training.classifier import PRESETS, checkpoint_lexicon, clip, encode, lexicon_tensor, predict
 from training.classifier_model import NameClassifier, NameClassifierEnsemble, hashed_ngrams
 from training.export import export_classifier, load_classifier
 
@@ -35,6 +35,20 @@ def test_serving_normalises_names_exactly_as_training() -> None:
     assert classifier_data.normalise("Cafe\u0301_de_Flore") == "Café de Flore"
 
 
+def test_serving_reads_the_lexicon_exactly_as_training(tiny_dbpedia_dir: Path, tiny_artifact: Path) -> None:
+    served = Classifier(tiny_artifact / "classifier", Settings())
+    values = classifier_data.lexicon_values(classifier_data.read_lexicon(tiny_dbpedia_dir / "lexicon.txt"))
+    assert served.lexicon == pytest.approx(values)
+    names = served.names([*TRICKY, "The_River_(film)", "THE river-PALACE2", "Anna_Maria", "riverine"])
+    want = lexicon_tensor(names, values, width=max(map(len, names))).numpy()
+    np.testing.assert_allclose(served.lexicon_features(names, want.shape[1]), want, atol=1e-7)
+    the = names.index("THE river-PALACE2")
+    # Whole words only, any case, cut by digits and punctuation; "riverine" is not "river".
+    assert want[the, :3, 1].all() and not want[the, 3, 1] and want[the, 4:9, 1].all() and want[the, 10:16, 1].all()
+    assert not want[names.index("riverine"), :, 1].any()
+    assert values["the"] == 1.0 and 0 < values["album"] < values["river"] < 1
+
+
 def test_read_split_strips_carriage_returns_and_decodes(tmp_path: Path) -> None:
     path = tmp_path / "smaller.train"
     path.write_text("%C3%89tang_d'Araing\tPlace\r\nAntonio_Veciana\tPerson\r\n_\tWork\r\nX\tNotALabel\r\n", newline="")
@@ -50,16 +64,17 @@ def test_gradients_match_finite_differences() -> None:
     """Every parameter's analytic gradient, float64, against finite differences on a tiny instance."""
     torch.manual_seed(0)
     model = NameClassifier(
-        vocab_size=7, classes=5, emb=3, hidden=4, dense=4, dropout=0.0, ngram_buckets=11, ngram_dim=3
+        vocab_size=7, classes=5, emb=3, hidden=4, dense=4, dropout=0.0, ngram_buckets=11, ngram_dim=3, lexicon=2
     )
     model = model.double()
     ids = torch.tensor([[2, 3, 4, 0], [5, 6, 2, 3]])
     lengths, targets = torch.tensor([3, 4]), torch.tensor([1, 3])
+    lexicon = torch.rand(2, 4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     names = [name for name, _ in model.named_parameters()]
     values = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
 
     def loss(*params: torch.Tensor) -> torch.Tensor:
-        logits = torch.func.functional_call(model, dict(zip(names, params, strict=True)), (ids, lengths))
+        logits = torch.func.functional_call(model, dict(zip(names, params, strict=True)), (ids, lengths, lexicon))
         return torch.nn.functional.cross_entropy(logits, targets)
 
     assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-5)
@@ -72,6 +87,27 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[NameClassifier, 
     model = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16, ngram_buckets=97, ngram_dim=8).eval()
     path = export_classifier(model, tmp_path_factory.mktemp("onnx"))
     return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_onnx_with_a_lexicon_input_matches_pytorch(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    plain = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16).eval()
+    reading = NameClassifier(vocab_size=40, classes=5, emb=8, hidden=16, dense=16, lexicon=2).eval()
+    ensemble = NameClassifierEnsemble([plain, reading]).eval()  # members with and without it share the input
+    session = ort.InferenceSession(
+        str(export_classifier(ensemble, tmp_path, lexicon=2)), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["ids", "lengths", "lexicon"]
+    rng = torch.Generator().manual_seed(0)
+    for length in (1, 5, 30):
+        lengths = torch.randint(1, length + 1, (4,), generator=rng)
+        lengths[0] = length
+        ids = torch.randint(2, 40, (4, length), generator=rng) * (torch.arange(length)[None] < lengths[:, None])
+        lexicon = torch.rand(4, length, 2, generator=rng)
+        with torch.no_grad():
+            want = torch.exp(ensemble(ids, lengths, lexicon)).numpy()
+        (got,) = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy(), "lexicon": lexicon.numpy()})
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 17])
@@ -102,7 +138,8 @@ def test_served_classifier_answers_as_the_trained_model(tiny_classifier_run: Pat
     texts = [*TRICKY, "Ω unknown ✓ characters", "x" * 300]
     char_id = {ch: i for i, ch in enumerate(state["vocab"])}
     names = [clip(classifier_data.normalise(t), state["max_len"], state["keep_end"]) for t in texts]
-    want = predict(model, names, char_id).numpy()
+    want = predict(model, names, char_id, checkpoint_lexicon(state)).numpy()
+    assert served.lexicon is not None  # the tiny model reads the lexicon: that path is served here too
     np.testing.assert_allclose(served.probabilities(texts), want, atol=1e-5)
     results = served.classify(texts)
     assert [r.label for r in results] == [served.labels[i] for i in want.argmax(axis=1)]
@@ -113,7 +150,7 @@ def test_character_ids_match_a_plain_lookup(tiny_artifact: Path) -> None:
     served = Classifier(tiny_artifact / "classifier", Settings())
     vocab = {ch: i for i, ch in enumerate(served.manifest.vocab)}
     texts = ["Anna_Smith", "Željko", "日本", "a"]
-    ids, lengths = served.ids(texts)
+    ids, lengths = served.ids(served.names(texts))
     for row, text in enumerate(texts):
         name = served_normalise(text)
         assert lengths[row] == len(name)

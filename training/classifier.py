@@ -23,10 +23,18 @@ from torch import nn
 from tqdm import tqdm
 
 from training import classifier_data
-from training.classifier_data import LABELS, Example
+from training.classifier_data import (
+    LABELS,
+    LEXICON_CHANNELS,
+    Example,
+    lexicon_spans,
+    lexicon_values,
+    read_lexicon,
+)
 from training.classifier_model import NameClassifier
 from training.curves import save_curves
 from training.sequence import length_batches
+from training.speller_data import sha256_file
 
 PRESETS: dict[str, dict] = {
     "lab": {"emb": 0, "hidden": 50, "dense": 50, "bidirectional": False, "max_pool": False, "dropout": 0.0,
@@ -41,6 +49,33 @@ def clip(name: str, max_len: int, keep_end: bool) -> str:
     return name[-max_len:] if keep_end else name[:max_len]
 
 
+def lexicon_tensor(names: list[str], values: dict[str, float], width: int) -> torch.Tensor:
+    """[B, width, LEXICON_CHANNELS]: each known word's value and 1 at its characters (classifier_data.lexicon_spans)."""
+    features = torch.zeros(len(names), width, LEXICON_CHANNELS)
+    for row, name in enumerate(names):
+        for start, end, value in lexicon_spans(name, values):
+            features[row, start:end] = torch.tensor([value, 1.0])
+    return features
+
+
+def run_model(model: NameClassifier, names: list[str], char_id: dict[str, int], lexicon: dict[str, float] | None):
+    """Logits of `names` (already clipped), the lexicon's features given when the model reads them."""
+    ids, lengths = encode(names, char_id)
+    features = lexicon_tensor(names, lexicon, ids.size(1)) if model.config.get("lexicon") else None
+    return model(ids, lengths, features)
+
+
+def checkpoint_lexicon(state: dict) -> dict[str, float] | None:
+    """The lexicon values a checkpoint's model reads (None: it reads none), from the list it was trained with."""
+    source = state.get("lexicon")
+    if not source:
+        return None
+    path = Path(source["path"])
+    if sha256_file(path) != source["sha256"]:
+        raise ValueError(f"{path}: not the word list this classifier was trained with (sha256 differs)")
+    return lexicon_values(read_lexicon(path))
+
+
 def encode(names: list[str], char_id: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Names (never empty) → ids [B, T] padded with 0 at the end, unknown characters as 1, and lengths [B]."""
     lengths = torch.tensor([len(n) for n in names])
@@ -51,15 +86,20 @@ def encode(names: list[str], char_id: dict[str, int]) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def predict(model: NameClassifier, names: list[str], char_id: dict[str, int], batch_size: int = 512) -> torch.Tensor:
+def predict(
+    model: NameClassifier,
+    names: list[str],
+    char_id: dict[str, int],
+    lexicon: dict[str, float] | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
     """Class probabilities [N, classes] in input order."""
     model.eval()
     order = sorted(range(len(names)), key=lambda i: len(names[i]))
     probs = torch.zeros(len(names), model.config["classes"])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids, lengths = encode([names[i] for i in chunk], char_id)
-        probs[chunk] = torch.softmax(model(ids, lengths), dim=-1)
+        probs[chunk] = torch.softmax(run_model(model, [names[i] for i in chunk], char_id, lexicon), dim=-1)
     return probs
 
 
@@ -91,7 +131,7 @@ def save_confusion(labels: list[int], predicted: list[int], path: Path, title: s
 def evaluate(model: NameClassifier, examples: list[Example], char_id: dict[str, int], args) -> tuple[dict, list[int]]:
     names = [clip(n, args.max_len, args.keep_end) for n, _ in examples]
     labels = [y for _, y in examples]
-    probs = predict(model, names, char_id)
+    probs = predict(model, names, char_id, args.lexicon_values)
     loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), torch.tensor(labels)).item()
     predicted = probs.argmax(dim=1).tolist()
     return {"loss": loss, **scores(labels, predicted)}, predicted
@@ -111,9 +151,11 @@ def save_checkpoint(model: NameClassifier, vocab: list[str], args: argparse.Name
         "labels": LABELS,
         "max_len": args.max_len,
         "keep_end": args.keep_end,
+        # The list itself goes into the artifact at export; its digest says which one this model learned from.
+        "lexicon": {"path": str(args.lexicon), "sha256": sha256_file(args.lexicon)} if args.lexicon else None,
         "epoch": epoch,
         "valid": valid,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: str(v) for k, v in vars(args).items() if k != "lexicon_values"},
     }
     torch.save(checkpoint, args.out / "best.pt")
 
@@ -132,6 +174,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--class-weight", choices=["none", "inverse-sqrt"], default="none",
         help="weigh the loss by 1/sqrt(class frequency): rare classes (Organisation is 6.5%%) count for more",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lexicon", type=Path,
+        help="a `word<TAB>count` list (models/speller/dictionary.txt): the model also reads, per character, what "
+        "the list knows of its word",
     )  # fmt: skip
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=4, help="epochs without a better validation macro-F1")
@@ -157,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = classifier_data.build(args.data)
+    args.lexicon_values = lexicon_values(read_lexicon(args.lexicon)) if args.lexicon else None
     train = data.train[: args.limit] if args.limit else data.train
     valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
     # A refit learns from the validation names too, so nothing is left to select on: the epoch count and the
@@ -170,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = NameClassifier(
         len(data.vocab), len(LABELS), args.emb, args.hidden, args.dense, args.bidirectional, args.max_pool,
-        args.dropout, args.ngram_buckets, args.ngram_dim,
+        args.dropout, args.ngram_buckets, args.ngram_dim, lexicon=LEXICON_CHANNELS if args.lexicon else 0,
     )  # fmt: skip
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
@@ -188,8 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
         started, total, steps = time.time(), 0.0, 0
         bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
         for chunk in bar:
-            ids, lengths = encode([clip(n, args.max_len, args.keep_end) for n, _ in chunk], char_id)
-            loss = loss_fn(model(ids, lengths), torch.tensor([y for _, y in chunk]))
+            names = [clip(n, args.max_len, args.keep_end) for n, _ in chunk]
+            logits = run_model(model, names, char_id, args.lexicon_values)
+            loss = loss_fn(logits, torch.tensor([y for _, y in chunk]))
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -239,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         "history": history,
         "sources": data.sources,
         "train_names": len(train),
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: str(v) for k, v in vars(args).items() if k != "lexicon_values"},
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

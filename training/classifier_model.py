@@ -47,18 +47,21 @@ class NameClassifier(nn.Module):
         ngram_buckets: int = 0,
         ngram_dim: int = 32,
         ngram_max: int = 5,
+        lexicon: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
             "vocab_size": vocab_size, "classes": classes, "emb": emb, "hidden": hidden, "dense": dense,
             "bidirectional": bidirectional, "max_pool": max_pool, "dropout": dropout,
-            "ngram_buckets": ngram_buckets, "ngram_dim": ngram_dim, "ngram_max": ngram_max,
+            "ngram_buckets": ngram_buckets, "ngram_dim": ngram_dim, "ngram_max": ngram_max, "lexicon": lexicon,
         }  # fmt: skip
         if emb:
             self.embed = nn.Embedding(vocab_size, emb, padding_idx=0)
         else:  # one-hot characters, as the lab's model read them
             self.embed = nn.Embedding.from_pretrained(torch.eye(vocab_size), freeze=True, padding_idx=0)
-        width = emb or vocab_size
+        # Optional: `lexicon` more inputs per character beside its embedding (training/classifier_data.py's
+        # lexicon_spans: what a word list knows of the word the character sits in).
+        width = (emb or vocab_size) + lexicon
         # The reversed reader comes first: with bidirectional=False it is the lab's whole model.
         self.rnn_bwd = nn.LSTM(width, hidden, batch_first=True)
         self.rnn_fwd = nn.LSTM(width, hidden, batch_first=True) if bidirectional else None
@@ -72,9 +75,13 @@ class NameClassifier(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.max_pool = max_pool
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids [B, T] padded at the end, lengths [B] (each ≥ 1) → logits [B, classes]."""
-        x = self.drop(self.embed(ids))
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, lexicon: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, T] padded at the end, lengths [B] (each ≥ 1), lexicon [B, T, config lexicon] when the model
+        reads one → logits [B, classes]."""
+        x = self.embed(ids)
+        if self.config["lexicon"]:
+            x = torch.cat([x, lexicon], dim=-1)
+        x = self.drop(x)
         reverse = reverse_within_length(lengths, ids.size(1))
         bwd_rev, _ = self.rnn_bwd(gather_time(x, reverse))
         outputs = [bwd_rev]
@@ -105,6 +112,6 @@ class NameClassifierEnsemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(m(ids, lengths), dim=-1) for m in self.members]).mean(dim=0)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, lexicon: torch.Tensor | None = None) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(ids, lengths, lexicon), dim=-1) for m in self.members]).mean(dim=0)
         return torch.log(probs)

@@ -245,14 +245,18 @@ class ClassifierGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(ids, lengths), dim=-1)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, lexicon: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.softmax(self.model(ids, lengths, lexicon), dim=-1)
 
 
-CLASSIFIER_IO = {
-    "inputs": {"ids": (["batch", "src_len"], "int64"), "lengths": (["batch"], "int64")},
-    "outputs": {"probs": (["batch", "classes"], "float32")},
-}
+LEXICON_FILE = "lexicon.txt"
+
+
+def classifier_io(lexicon: int) -> dict:
+    inputs = {"ids": (["batch", "src_len"], "int64"), "lengths": (["batch"], "int64")}
+    if lexicon:
+        inputs["lexicon"] = (["batch", "src_len", lexicon], "float32")
+    return {"inputs": inputs, "outputs": {"probs": (["batch", "classes"], "float32")}}
 
 
 def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
@@ -262,12 +266,15 @@ def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
     return model.eval(), state
 
 
-def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path) -> Path:
+def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0) -> Path:
+    """`lexicon`: the channels of the lexicon input (0: the graph has none), whatever members read it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "classifier.onnx"
-    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
+    example: tuple[torch.Tensor, ...] = (torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4]))
+    if lexicon:
+        example += (torch.rand(2, 4, lexicon),)
     with torch.no_grad():
-        _export(ClassifierGraph(model.eval()).eval(), (ids, torch.tensor([3, 4])), CLASSIFIER_IO, path)
+        _export(ClassifierGraph(model.eval()).eval(), example, classifier_io(lexicon), path)
     return path
 
 
@@ -280,8 +287,25 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
     if any(tuple(s[k] for k in shared) != tuple(state[k] for k in shared) for _, s in loaded):
         raise ValueError("ensemble members must share vocabulary, max_len and keep_end")
     members = [m for m, _ in loaded]
+    lexicons = {(s.get("lexicon") or {}).get("sha256") for _, s in loaded} - {None}
+    if len(lexicons) > 1:
+        raise ValueError("ensemble members read different lexicons")
+    channels = max(m.config.get("lexicon", 0) for m in members)
     previous_weights = weights_digest(out / "classifier.onnx")
-    path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out)
+    path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out, channels)
+    files = {path.name: sha256_file(path)}
+    lexicon = {}
+    stale = out / LEXICON_FILE
+    stale.unlink(missing_ok=True)
+    if channels:
+        source = next(s["lexicon"] for _, s in loaded if s.get("lexicon"))
+        shutil.copyfile(source["path"], out / LEXICON_FILE)
+        files[LEXICON_FILE] = sha256_file(out / LEXICON_FILE)
+        lexicon = {"lexicon": {
+            "file": LEXICON_FILE, "source": source["path"], "channels": channels,
+            "features": "per character of a word the list has (lowercased; a word is a run of letters): "
+            "log10(count + 1) / log10(largest count + 1), and 1; elsewhere 0 and 0",
+        }}  # fmt: skip
     summary = read_summary(checkpoints[0].parent)
     manifest = {
         "name": "classifier",
@@ -289,6 +313,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "architecture": (
             "character LSTMs over the name, forward and reversed: final states + max over time, ReLU layer"
+            + ("; beside each character's embedding, what a word list knows of its word" if channels else "")
             + (f"; {len(loaded)} such models, their probabilities averaged" if len(loaded) > 1 else "")
         ),
         "config": [s["config"] for _, s in loaded],
@@ -302,9 +327,10 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "preprocessing": ["percent-decode (urllib.parse.unquote)", "'_' → ' '", "Unicode NFC", "strip"],
         "limits": {"max_len": state["max_len"]},
         "keep_end": state["keep_end"],
-        "graphs": {"classifier": {"file": path.name, **_io_spec(CLASSIFIER_IO)}},
+        **lexicon,
+        "graphs": {"classifier": {"file": path.name, **_io_spec(classifier_io(channels))}},
         "quality": {},
-        "files": {path.name: sha256_file(path)},
+        "files": files,
     }
     return write_manifest(out, manifest, path.name, previous_weights)
 
