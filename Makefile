@@ -58,13 +58,15 @@ speller-measure: install-test
 	$(PY) -m bench.speller_report
 
 DBPEDIA ?= ../shared/data/dbpedia
-CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4
+CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B $(foreach i,1 2 3 4 5 6 7 8,runs/cls_N$(i)) runs/cls_L1 runs/cls_L2
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
 CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
 # What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
 CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
 CLASSIFIER_VERSION ?= 1.2.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
+# Members that also read what the speller's word list knows of each word (the list is copied into the artifact).
+LEXICON_FLAGS := --dropout 0.5 --ngram-buckets 65536 --patience 8 --lexicon models/speller/dictionary.txt
 
 ## Train the classifier's candidate members (about 5 to 15 minutes each on 2 CPU cores, measured 2026-11-23).
 classifier-train: install-test
@@ -75,6 +77,12 @@ classifier-train: install-test
 	$(CLASSIFY) --out runs/cls_N2 --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1
 	$(CLASSIFY) --out runs/cls_N3 --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2
 	$(CLASSIFY) --out runs/cls_N4 --dropout 0.5 --ngram-buckets 65536 --seed 3
+	$(CLASSIFY) --out runs/cls_N5 --dropout 0.5 --ngram-buckets 65536 --label-smoothing 0.1 --seed 4
+	$(CLASSIFY) --out runs/cls_N6 --dropout 0.5 --ngram-buckets 65536 --hidden 384 --emb 96 --seed 5
+	$(CLASSIFY) --out runs/cls_N7 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 6
+	$(CLASSIFY) --out runs/cls_N8 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 7
+	$(CLASSIFY) --out runs/cls_L1 $(LEXICON_FLAGS) --seed 0
+	$(CLASSIFY) --out runs/cls_L2 $(LEXICON_FLAGS) --seed 6
 
 ## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
 classifier-refit: install-test

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import f1_score
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import FunctionTransformer, Pipeline, make_pipeline, make_union
 from sklearn.svm import LinearSVC
 
 from training import classifier_data
@@ -29,12 +29,36 @@ from training.classifier import scores
 FORMS: dict[str, Callable[[str], str]] = {"raw title": lambda t: t, "normalised name": classifier_data.normalise}
 
 
-def fit(names: list[str], labels: list[int], c: float) -> Pipeline:
-    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True), LinearSVC(C=c))
-    return model.fit(names, labels)
+def word_classes(values: dict[str, float]) -> Callable[[list[str]], list[str]]:
+    """Titles → the lexicon's view of their words as tokens: `f7` for a word the list has at value 0.7, `unknown`
+    for one it has not. What our lexicon input tells the model, in a form a linear model over words reads."""
+
+    def tokens(titles: list[str]) -> list[str]:
+        return [
+            " ".join(
+                f"f{round(values[w] * 10)}" if w in values else "unknown"
+                for w in (m.lower() for m in classifier_data.WORD.findall(classifier_data.normalise(t)))
+            )
+            or "none"
+            for t in titles
+        ]
+
+    return tokens
 
 
-def run(data_dir: Path, cs: list[float], refit: bool = False) -> dict:
+def fit(names: list[str], labels: list[int], c: float, lexicon: dict[str, float] | None = None) -> Pipeline:
+    """With `lexicon`, the word list's frequency classes of the words (and of pairs of them) join the n-grams."""
+    features = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True)
+    if lexicon is not None:
+        words = make_pipeline(
+            FunctionTransformer(word_classes(lexicon)),
+            TfidfVectorizer(analyzer="word", token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True),
+        )
+        features = make_union(features, words)
+    return make_pipeline(features, LinearSVC(C=c)).fit(names, labels)
+
+
+def run(data_dir: Path, cs: list[float], refit: bool = False, lexicon: dict[str, float] | None = None) -> dict:
     """Choose the input form and C by validation macro-F1, then score the test split."""
     splits = {s: classifier_data.read_titles(data_dir / f"smaller.{s}") for s in ("train", "valid", "test")}
     tried: dict[str, float] = {}
@@ -42,13 +66,13 @@ def run(data_dir: Path, cs: list[float], refit: bool = False) -> dict:
         names = [prepare(t) for t, _ in splits["train"]]
         labels = [y for _, y in splits["train"]]
         for c in cs:
-            predicted = fit(names, labels, c).predict([prepare(t) for t, _ in splits["valid"]])
+            predicted = fit(names, labels, c, lexicon).predict([prepare(t) for t, _ in splits["valid"]])
             tried[f"{form}, C={c}"] = float(f1_score([y for _, y in splits["valid"]], predicted, average="macro"))
     best = max(tried, key=lambda k: tried[k])
     form, c = best.rsplit(", C=", 1)
     prepare = FORMS[form]
     learn = splits["train"] + (splits["valid"] if refit else [])
-    model = fit([prepare(t) for t, _ in learn], [y for _, y in learn], float(c))
+    model = fit([prepare(t) for t, _ in learn], [y for _, y in learn], float(c), lexicon)
     predicted = model.predict([prepare(t) for t, _ in splits["test"]]).tolist()
     truth = [y for _, y in splits["test"]]
     trained_on = "train + valid" if refit else "train"
@@ -61,8 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
     parser.add_argument("--c", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--refit", action="store_true", help="train the chosen form and C on train + valid")
+    parser.add_argument("--lexicon", type=Path, help="a word<TAB>count list whose view of the words joins the n-grams")
     args = parser.parse_args(argv)
-    result = run(args.data, args.c, args.refit)
+    values = classifier_data.lexicon_values(classifier_data.read_lexicon(args.lexicon)) if args.lexicon else None
+    result = run(args.data, args.c, args.refit, values)
     print(json.dumps({k: v for k, v in result.items() if k != "predicted"}, indent=2))
 
 

@@ -59,6 +59,13 @@ def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_
     assert served_perplexity(poet, texts) == pytest.approx(expected, rel=2e-3)
 
 
+def test_the_peer_given_the_word_list_reads_each_word_as_its_frequency_class() -> None:
+    from bench.classifier_baseline import word_classes
+
+    tokens = word_classes({"the": 1.0, "river": 0.44, "palace": 0.35})
+    assert tokens(["The_River_(film)", "%C5%BDeljko_Palace", "1999"]) == ["f10 f4 unknown", "unknown f4", "none"]
+
+
 def test_per_position_losses_give_the_training_perplexity(tiny_poet_run: Path) -> None:
     model, state = load_poet(tiny_poet_run / "best.pt")
     char_id = {ch: i for i, ch in enumerate(state["vocab"])}
