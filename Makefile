@@ -60,10 +60,12 @@ speller-measure: install-test
 DBPEDIA ?= ../shared/data/dbpedia
 CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B $(foreach i,1 2 3 4 5 6 7 8,runs/cls_N$(i)) runs/cls_L1 runs/cls_L2
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
-CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
+CLASSIFIER_MEMBERS ?= runs/classifier runs/cls_N2 runs/cls_N3 runs/cls_L2
+# At most this many members: each adds about 9 MB to the artifact and a model call to every batch.
+CLASSIFIER_MAX_MEMBERS ?= 4
 # What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
 CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
-CLASSIFIER_VERSION ?= 1.2.0
+CLASSIFIER_VERSION ?= 1.3.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
 # Members that also read what the speller's word list knows of each word (the list is copied into the artifact).
 LEXICON_FLAGS := --dropout 0.5 --ngram-buckets 65536 --patience 8 --lexicon models/speller/dictionary.txt
@@ -86,17 +88,20 @@ classifier-train: install-test
 
 ## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
 classifier-refit: install-test
-	$(CLASSIFY) --out runs/cls_B_refit --dropout 0.5 --refit-from runs/cls_B
-	$(CLASSIFY) --out runs/cls_N1_refit --dropout 0.5 --ngram-buckets 65536 --refit-from runs/cls_N1
+	$(CLASSIFY) --out runs/classifier_refit --dropout 0.3 --refit-from runs/classifier
 	$(CLASSIFY) --out runs/cls_N2_refit --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1 \
 		--refit-from runs/cls_N2
+	$(CLASSIFY) --out runs/cls_N3_refit --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2 \
+		--refit-from runs/cls_N3
+	$(CLASSIFY) --out runs/cls_L2_refit $(LEXICON_FLAGS) --seed 6 --refit-from runs/cls_L2
 
 ## Score every subset of the runs on validation, export the chosen members' average, measure it beside the peer.
 classifier-artifact: install-test
-	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --out docs/classifier_ensemble.md
+	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --max-members $(CLASSIFIER_MAX_MEMBERS) \
+		--out docs/classifier_ensemble.md
 	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
 		--version $(CLASSIFIER_VERSION)
-	cp runs/cls_N1/curves.png docs/classifier_curves.png
+	cp runs/cls_L2/curves.png docs/classifier_curves.png
 	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
 
 lint: $(PY)

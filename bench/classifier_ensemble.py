@@ -1,4 +1,5 @@
-"""Which trained classifiers to average: every subset of the given runs, scored on validation (never test).
+"""Which trained classifiers to average: every subset of the given runs (of at most --max-members), scored on
+validation (never test).
 
 python -m bench.classifier_ensemble runs/classifier runs/classifier_b runs/classifier_c
 """
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="training output folders, each with best.pt")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
     parser.add_argument("--out", type=Path, help="also write the table here (docs/classifier_ensemble.md)")
+    parser.add_argument(
+        "--max-members", type=int, default=0,
+        help="only subsets this small (0: any): each member adds its weights to the artifact and a model call",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     valid = classifier_data.build(args.data).valid
     truth = [y for _, y in valid]
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         names = [clip(n, state["max_len"], state["keep_end"]) for n, _ in valid]
         probs[run] = predict(model, names, char_id, checkpoint_lexicon(state))
     rows = []
-    for size in range(1, len(args.runs) + 1):
+    for size in range(1, (args.max_members or len(args.runs)) + 1):
         for combo in itertools.combinations(args.runs, size):
             found = scores(truth, torch.stack([probs[r] for r in combo]).mean(dim=0).argmax(dim=1).tolist())
             rows.append((found["macro_f1"], found["accuracy"], " + ".join(r.name for r in combo)))

@@ -1,10 +1,11 @@
 """Peer (d) of bench/serving.py: a naive server as in the original lab code. PyTorch eager on the training
 checkpoints, one request at a time, no batching across requests, no ONNX.
 
-    python -m bench.naive_server --port 8000 --speller runs/speller/best.pt \
-        --classifier runs/cls_B_refit/best.pt runs/cls_N1_refit/best.pt runs/cls_N2_refit/best.pt
+    python -m bench.naive_server --port 8000 --speller runs/speller/best.pt
 
-It needs the checkpoints (`make speller-train`, `make classifier-train`): they are not in the repository.
+By default its classifier averages the checkpoints the bundled artifact was exported from (the runs its
+manifest names). It needs the checkpoints (`make speller-train`, `make classifier-train`, `make
+classifier-refit`): they are not in the repository.
 Single-text requests only (`{"text": ...}`), what the benchmark sends. Its speller decodes greedily,
 less work per word than the service's 16-wide beam with a dictionary prior: a ratio against it is, if
 anything, in the naive server's favour.
@@ -13,6 +14,7 @@ anything, in the naive server's favour.
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 from pathlib import Path
 
@@ -25,6 +27,12 @@ from training.classifier_data import LABELS, normalise
 from training.classifier_model import NameClassifierEnsemble
 from training.export import load_classifier, load_speller
 from training.speller import predict as correct
+
+
+def bundled_classifier_members(models: Path = Path("models")) -> list[Path]:
+    """The training checkpoints of the bundled classifier's members, as its manifest records them."""
+    manifest = json.loads((models / "classifier" / "manifest.json").read_text())
+    return [Path(run["args"]["out"]) / "best.pt" for run in manifest["training"]]
 
 
 def create_app(speller_path: Path, classifier_paths: list[Path]) -> FastAPI:
@@ -65,8 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--speller", type=Path, default=Path("runs/speller/best.pt"))
-    parser.add_argument("--classifier", type=Path, nargs="+",
-                        default=[Path(f"runs/{r}_refit/best.pt") for r in ("cls_B", "cls_N1", "cls_N2")])  # fmt: skip
+    parser.add_argument("--classifier", type=Path, nargs="+", default=bundled_classifier_members())
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -29,6 +29,7 @@ import httpx
 
 from bench.harness import run_record
 from bench.load import BODIES, closed_loop, open_loop
+from bench.naive_server import bundled_classifier_members
 from bench.serving_plots import throughput_and_latency
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ NAIVE = ["-m", "bench.naive_server"]
 ONLY = {"charserve, speller batching continuously": ["/correct"],
         "charserve, greedy decoding as (d) does": ["/correct"],
         "LitServe, speller in its ContinuousBatchingLoop": ["/correct"]}  # fmt: skip
-NAIVE_NEEDS = [ROOT / "runs" / r / "best.pt" for r in ("speller", "cls_B_refit", "cls_N1_refit", "cls_N2_refit")]
+NAIVE_NEEDS = [ROOT / "runs" / "speller" / "best.pt", *(ROOT / p for p in bundled_classifier_members(ROOT / "models"))]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
