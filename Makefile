@@ -14,7 +14,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.3.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-refit classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers poet-units
+	classifier-train classifier-refit classifier-lexicon-trial classifier-artifact poet-train poet-resume poet-artifact poet-measure poet-optimizers poet-units
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,14 +58,14 @@ speller-measure: install-test
 	$(PY) -m bench.speller_report
 
 DBPEDIA ?= ../shared/data/dbpedia
-CLASSIFIER_RUNS := runs/classifier runs/cls_A runs/cls_B $(foreach i,1 2 3 4 5 6 7 8,runs/cls_N$(i)) runs/cls_L1 runs/cls_L2
+CLASSIFIER_RUNS ?= runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
-CLASSIFIER_MEMBERS ?= runs/classifier runs/cls_N2 runs/cls_N3 runs/cls_L2
-# At most this many members: each adds about 9 MB to the artifact and a model call to every batch.
-CLASSIFIER_MAX_MEMBERS ?= 4
+CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
+# Subsets of at most this many members (0: any); each member adds its weights and a model call per batch.
+CLASSIFIER_MAX_MEMBERS ?= 0
 # What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
 CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
-CLASSIFIER_VERSION ?= 1.3.0
+CLASSIFIER_VERSION ?= 1.2.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
 # Members that also read what the speller's word list knows of each word (the list is copied into the artifact).
 LEXICON_FLAGS := --dropout 0.5 --ngram-buckets 65536 --patience 8 --lexicon models/speller/dictionary.txt
@@ -79,18 +79,24 @@ classifier-train: install-test
 	$(CLASSIFY) --out runs/cls_N2 --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1
 	$(CLASSIFY) --out runs/cls_N3 --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2
 	$(CLASSIFY) --out runs/cls_N4 --dropout 0.5 --ngram-buckets 65536 --seed 3
+
+## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
+classifier-refit: install-test
+	$(CLASSIFY) --out runs/cls_B_refit --dropout 0.5 --refit-from runs/cls_B
+	$(CLASSIFY) --out runs/cls_N1_refit --dropout 0.5 --ngram-buckets 65536 --refit-from runs/cls_N1
+	$(CLASSIFY) --out runs/cls_N2_refit --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1 \
+		--refit-from runs/cls_N2
+
+## The word-list trial (not bundled; docs/classifier_lexicon.md has the command that measured it): more seeds,
+## two members reading the speller's word list, and refits of the best validation subset of at most four.
+classifier-lexicon-trial: install-test
 	$(CLASSIFY) --out runs/cls_N5 --dropout 0.5 --ngram-buckets 65536 --label-smoothing 0.1 --seed 4
 	$(CLASSIFY) --out runs/cls_N6 --dropout 0.5 --ngram-buckets 65536 --hidden 384 --emb 96 --seed 5
 	$(CLASSIFY) --out runs/cls_N7 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 6
 	$(CLASSIFY) --out runs/cls_N8 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 7
 	$(CLASSIFY) --out runs/cls_L1 $(LEXICON_FLAGS) --seed 0
 	$(CLASSIFY) --out runs/cls_L2 $(LEXICON_FLAGS) --seed 6
-
-## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
-classifier-refit: install-test
 	$(CLASSIFY) --out runs/classifier_refit --dropout 0.3 --refit-from runs/classifier
-	$(CLASSIFY) --out runs/cls_N2_refit --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1 \
-		--refit-from runs/cls_N2
 	$(CLASSIFY) --out runs/cls_N3_refit --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2 \
 		--refit-from runs/cls_N3
 	$(CLASSIFY) --out runs/cls_L2_refit $(LEXICON_FLAGS) --seed 6 --refit-from runs/cls_L2
@@ -101,7 +107,7 @@ classifier-artifact: install-test
 		--out docs/classifier_ensemble.md
 	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
 		--version $(CLASSIFIER_VERSION)
-	cp runs/cls_L2/curves.png docs/classifier_curves.png
+	cp runs/cls_N1/curves.png docs/classifier_curves.png
 	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
 
 lint: $(PY)
