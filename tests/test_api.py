@@ -1,5 +1,6 @@
 """The HTTP API: answers, bad input, overload, readiness."""
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def test_health_and_ready(client: TestClient) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+def test_start_up_objects_are_frozen_out_of_garbage_collection_while_serving(tiny_artifact: Path) -> None:
+    """Full collections would otherwise walk every dictionary word and trie node of the models, under load."""
+    gc.unfreeze()
+    with TestClient(create_app(Settings(models_dir=tiny_artifact))) as c:
+        assert c.get("/ready").status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # and released with the app
 
 
 def test_ready_is_503_until_models_are_loaded(tiny_artifact: Path) -> None:
