@@ -128,10 +128,12 @@ def save_confusion(labels: list[int], predicted: list[int], path: Path, title: s
     plt.close(fig)
 
 
-def evaluate(model: NameClassifier, examples: list[Example], char_id: dict[str, int], args) -> tuple[dict, list[int]]:
+def evaluate(
+    model: NameClassifier, examples: list[Example], char_id: dict[str, int], args, lexicon: dict[str, float] | None
+) -> tuple[dict, list[int]]:
     names = [clip(n, args.max_len, args.keep_end) for n, _ in examples]
     labels = [y for _, y in examples]
-    probs = predict(model, names, char_id, args.lexicon_values)
+    probs = predict(model, names, char_id, lexicon)
     loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), torch.tensor(labels)).item()
     predicted = probs.argmax(dim=1).tolist()
     return {"loss": loss, **scores(labels, predicted)}, predicted
@@ -155,7 +157,7 @@ def save_checkpoint(model: NameClassifier, vocab: list[str], args: argparse.Name
         "lexicon": {"path": str(args.lexicon), "sha256": sha256_file(args.lexicon)} if args.lexicon else None,
         "epoch": epoch,
         "valid": valid,
-        "args": {k: str(v) for k, v in vars(args).items() if k != "lexicon_values"},
+        "args": {k: str(v) for k, v in vars(args).items()},
     }
     torch.save(checkpoint, args.out / "best.pt")
 
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = classifier_data.build(args.data)
-    args.lexicon_values = lexicon_values(read_lexicon(args.lexicon)) if args.lexicon else None
+    lexicon = lexicon_values(read_lexicon(args.lexicon)) if args.lexicon else None
     train = data.train[: args.limit] if args.limit else data.train
     valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
     # A refit learns from the validation names too, so nothing is left to select on: the epoch count and the
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
         for chunk in bar:
             names = [clip(n, args.max_len, args.keep_end) for n, _ in chunk]
-            logits = run_model(model, names, char_id, args.lexicon_values)
+            logits = run_model(model, names, char_id, lexicon)
             loss = loss_fn(logits, torch.tensor([y for _, y in chunk]))
             optimizer.zero_grad()
             loss.backward()
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
                 validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
                 save_checkpoint(model, data.vocab, args, epoch, {"refit_of": str(args.refit_from), **validated})
             continue
-        metrics, _ = evaluate(model, valid, char_id, args)
+        metrics, _ = evaluate(model, valid, char_id, args, lexicon)
         scheduler.step(metrics["macro_f1"])
         history["loss/valid"].append(metrics["loss"])
         history["valid/accuracy"].append(metrics["accuracy"])
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
                 break
 
     model.load_state_dict(torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)["state_dict"])
-    test, predicted = evaluate(model, data.test, char_id, args)
+    test, predicted = evaluate(model, data.test, char_id, args, lexicon)
     labels = [y for _, y in data.test]
     save_confusion(labels, predicted, args.out / "confusion.png", f"classifier ({args.preset}), test")
     print(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}")
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         "history": history,
         "sources": data.sources,
         "train_names": len(train),
-        "args": {k: str(v) for k, v in vars(args).items() if k != "lexicon_values"},
+        "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
