@@ -95,6 +95,19 @@ def load_manifest(folder: Path) -> Manifest:
     return manifest
 
 
+def read_word_counts(folder: Path, manifest: Manifest, file: str, what: str) -> dict[str, int]:
+    """An artifact's `word<TAB>count` file (the speller's dictionary, the classifier's lexicon), which its
+    manifest must checksum like every other file the model reads."""
+    path = folder / file
+    if file not in manifest.files:
+        raise ArtifactError(f"{path}: {what} has no checksum in {folder / 'manifest.json'}")
+    counts = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, count = line.split("\t")
+        counts[word] = int(count)
+    return counts
+
+
 def select_providers(setting: str) -> list[str]:
     available = ort.get_available_providers()
     if setting == "cpu":

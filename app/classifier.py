@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session, read_word_counts
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -27,12 +27,8 @@ def normalise(title: str) -> str:
 WORD = re.compile(r"[^\W\d_]+")
 
 
-def read_lexicon(path: Path) -> dict[str, float]:
-    """`word<TAB>count` lines → {word: log10(count + 1) / log10(largest count + 1)}, as training scales them."""
-    counts = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        word, _, count = line.partition("\t")
-        counts[word] = int(count)
+def lexicon_values(counts: dict[str, int]) -> dict[str, float]:
+    """{word: log10(count + 1) / log10(largest count + 1)}, as training scales them."""
     top = math.log10(max(counts.values()) + 1)
     return {word: math.log10(count + 1) / top for word, count in counts.items()}
 
@@ -66,9 +62,7 @@ class Classifier(ManifestModel):
         self.lexicon: dict[str, float] | None = None
         spec = extra.get("lexicon")
         if spec:
-            if spec["file"] not in self.manifest.files:
-                raise ArtifactError(f"{folder / spec['file']}: lexicon has no checksum in {folder / 'manifest.json'}")
-            self.lexicon = read_lexicon(folder / spec["file"])
+            self.lexicon = lexicon_values(read_word_counts(folder, self.manifest, spec["file"], "lexicon"))
             self.lexicon_channels = int(spec["channels"])
         wanted = {i.name for i in self.session.get_inputs()}
         if ("lexicon" in wanted) != (self.lexicon is not None):

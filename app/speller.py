@@ -15,7 +15,15 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session, select_providers
+from app.artifacts import (
+    ArtifactError,
+    Manifest,
+    ManifestModel,
+    load_manifest,
+    open_session,
+    read_word_counts,
+    select_providers,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from app.speller_rows import NEG_INF, DecoderRows, SpellRows
@@ -67,13 +75,11 @@ class Speller(ManifestModel):
             if len(token) == 1:
                 self.byte_to_id[ord(token)] = i
                 self.id_to_byte[i] = ord(token)
-        dictionary_file = folder / self.manifest.model_extra.get("dictionary", "dictionary.txt")
-        if dictionary_file.name not in self.manifest.files:
-            raise ArtifactError(f"{dictionary_file}: dictionary has no checksum in {folder / 'manifest.json'}")
-        counts = [(word, int(count)) for word, count in (line.split("\t") for line in dictionary_file.open())]
-        self.words = frozenset(word for word, _ in counts)
+        dictionary = self.manifest.model_extra.get("dictionary", "dictionary.txt")
+        counts = read_word_counts(folder, self.manifest, dictionary, "dictionary")
+        self.words = frozenset(counts)
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
-        self.trie = DictionaryTrie(counts, char_ids, len(vocab), self.eos_id)
+        self.trie = DictionaryTrie(counts.items(), char_ids, len(vocab), self.eos_id)
         self.max_batch_words = settings.speller_max_batch_words
         decoding = self.manifest.model_extra.get("decoding", {})
 
