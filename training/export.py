@@ -301,6 +301,8 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         source = next(s["lexicon"] for _, s in loaded if s.get("lexicon"))
         shutil.copyfile(source["path"], out / LEXICON_FILE)
         files[LEXICON_FILE] = sha256_file(out / LEXICON_FILE)
+        if files[LEXICON_FILE] != source["sha256"]:  # the list changed since training: not what the model learned
+            raise ValueError(f"{source['path']}: not the word list the classifier was trained with (sha256 differs)")
         lexicon = {"lexicon": {
             "file": LEXICON_FILE, "source": source["path"], "channels": channels,
             "features": "per character of a word the list has (lowercased; a word is a run of letters): "
