@@ -87,9 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.start()
         app.state.registry, app.state.batchers = registry, batchers
         # The models' dictionaries, tries and vocabularies are long-lived objects by the million: every full
-        # collection walked them all, pausing the server 52-72 ms each time under load (measured with
-        # gc.callbacks, docs/design.md). Frozen after start-up, they are left out, and a full collection
-        # walks only what requests made: 2-4 ms.
+        # collection walked them all, pausing the server for 205-232 ms under load. Frozen after start-up, they
+        # are left out, and a full collection walks only what requests made: 2-4 ms (python -m bench.gc_pauses).
         gc.collect()
         gc.freeze()
         yield

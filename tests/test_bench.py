@@ -66,6 +66,13 @@ def test_the_peer_given_the_word_list_reads_each_word_as_its_frequency_class() -
     assert tokens(["The_River_(film)", "%C5%BDeljko_Palace", "1999"]) == ["f10 f4 unknown", "unknown f4", "none"]
 
 
+def test_collection_pauses_are_summarised_by_count_median_and_worst() -> None:
+    from bench.gc_pauses import summary
+
+    assert summary([3.0, 1.0, 200.0]) == {"collections": 3, "median_ms": 3.0, "max_ms": 200.0, "total_ms": 204.0}
+    assert summary([]) == {"collections": 0, "median_ms": None, "max_ms": None, "total_ms": 0}
+
+
 def test_per_position_losses_give_the_training_perplexity(tiny_poet_run: Path) -> None:
     model, state = load_poet(tiny_poet_run / "best.pt")
     char_id = {ch: i for i, ch in enumerate(state["vocab"])}
