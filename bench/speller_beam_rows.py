@@ -1,0 +1,83 @@
+"""How much decoding the speller's beam does: decoder calls, rows and time over the validation misspellings,
+64 words a call, in process on one core, with the answers' accuracy (which must not move when only the search's
+stopping changes).
+
+    python -m bench.speller_beam_rows --data ../shared/data/spelling --repeats 3
+
+Writes docs/speller_beam_rows.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from app.settings import Settings
+from app.speller import Speller
+from bench.harness import run_record
+from training import speller_data
+
+
+class CountingSession:
+    """The decoder session, counting its calls and the rows it is given."""
+
+    def __init__(self, session) -> None:
+        self.session, self.calls, self.rows = session, 0, 0
+
+    def run(self, outputs, feeds: dict):
+        self.calls += 1
+        self.rows += len(feeds["token"])
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--core", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("docs/speller_beam_rows.json"))
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {args.core})
+    valid = speller_data.build(args.data).valid
+    words = [w.lower() for w, _ in valid]
+    speller = Speller(args.models_dir / "speller", Settings(intra_op_threads=1))
+    counting = CountingSession(speller.decoder)
+    speller.decoder = counting
+    speller.correct_words(words[:64])  # warm up
+    seconds, answers = [], []
+    for _ in range(args.repeats):
+        counting.calls = counting.rows = 0
+        started, answers = time.perf_counter(), []
+        for i in range(0, len(words), 64):
+            answers += speller.correct_words(words[i : i + 64])
+        seconds.append(round(time.perf_counter() - started, 2))
+    accuracy = sum(a == t.lower() for a, (_, t) in zip(answers, valid, strict=True)) / len(valid)
+    report = {
+        **run_record("bench.speller_beam_rows", argv),
+        "words": len(words),
+        "decoder_calls": counting.calls,
+        "decoder_rows": counting.rows,
+        "seconds": seconds,
+        "valid_accuracy": round(accuracy, 4),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    text = (
+        f"# The speller's beam: decoding done\n\nMeasured {report['measured']} with `{report['command']}`: the "
+        f"bundled speller over {report['words']:,} validation misspellings, 64 words a call, one core.\n\n"
+        "| decoder calls | decoder rows | seconds (each repeat) | validation accuracy |\n|---|---|---|---|\n"
+        f"| {report['decoder_calls']:,} | {report['decoder_rows']:,} | {', '.join(map(str, seconds))} | "
+        f"{report['valid_accuracy']:.4f} |\n"
+    )
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
