@@ -182,10 +182,12 @@ class ContinuousBatcher(Generic[ModelT]):
 
     def _join_and_step(self, rows: Any, plans: list[Any]) -> tuple[Any, np.ndarray, np.ndarray]:
         """In a worker thread: start the joining items (the speller encodes them here), then step them all."""
+        started = time.perf_counter()
         if plans:
             new = self.model.rows(plans)
             rows = new if rows is None else type(rows).concat([rows, new])
         tokens, finished = self.model.step(rows)
+        self.metrics.call_seconds.labels(self.name).observe(time.perf_counter() - started)
         return rows, tokens, finished
 
     def _advance(self, rows: Any, live: list[_Job], tokens: np.ndarray, finished: np.ndarray) -> tuple[Any, list[_Job]]:

@@ -16,6 +16,7 @@ access_log = logging.getLogger("charserve.access")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class Metrics:
@@ -44,6 +45,12 @@ class Metrics:
         self.batch_requests = Histogram(
             "charserve_batch_requests", "requests answered by one model call", ["model"], buckets=BATCH_BUCKETS,
             registry=self.registry,
+        )  # fmt: skip
+        self.call_seconds = Histogram(
+            "charserve_model_call_seconds",
+            "wall time of one model call in its worker thread: a whole batch (dynamic batching) or one decoding step "
+            "of the running batch (continuous)",
+            ["model"], buckets=CALL_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.tokens = Counter(
             "charserve_tokens",

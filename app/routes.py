@@ -68,7 +68,7 @@ def check_limits(request: TextsRequest, settings: Settings) -> list[str]:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    summary="Prometheus metrics: requests, latency, queue depth, batch sizes, tokens",
+    summary="Prometheus metrics: requests, latency, queue depth, batch sizes, model-call seconds, tokens",
 )
 async def metrics(metrics: Annotated[Metrics, Depends(get_metrics)]) -> PlainTextResponse:
     return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """The HTTP API: answers, bad input, overload, readiness."""
 
 import gc
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +164,10 @@ def test_metrics_count_requests_batches_and_tokens(tiny_artifact: Path) -> None:
     assert float(tokens.split()[-1]) > 0
     assert 'charserve_queue_depth{model="speller"} 0.0' in text
     assert 'charserve_batch_requests_count{model="classifier"} 1.0' in text
+    # One model call timed in its thread: the request's batch (the warm-up runs before the batcher exists).
+    assert 'charserve_model_call_seconds_count{model="classifier"} 1.0' in text
+    seconds = re.search(r'charserve_model_call_seconds_sum\{model="classifier"\} (\S+)', text)
+    assert seconds and float(seconds.group(1)) > 0
 
 
 def test_openapi_documents_schemas_and_examples(client: TestClient) -> None:

@@ -506,7 +506,10 @@ def test_bad_poem_requests_get_4xx_with_reasons(client: TestClient, body: dict, 
 
 
 def test_poem_metrics_count_steps_and_rows(client: TestClient) -> None:
-    client.post("/poem", json={"form": "wuyan_jueju"})
+    poem = client.post("/poem", json={"form": "wuyan_jueju"}).json()["poem"]
     text = client.get("/metrics").text
     assert re.search(r'charserve_tokens_total\{model="poet"\} [1-9]', text)
     assert 'charserve_batch_size_count{model="poet"}' in text
+    # Every decoding step through the batcher is one model call, timed: a character each, then the end.
+    calls = re.search(r'charserve_model_call_seconds_count\{model="poet"\} (\S+)', text)
+    assert calls and float(calls.group(1)) == len(poem) + 1
