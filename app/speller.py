@@ -91,6 +91,14 @@ class Speller(ManifestModel):
         self.prior_weight = float(tuned(settings.speller_prior_weight, "prior_weight", 0.0) or 0.0)
         self.edit_penalty = float(tuned(settings.speller_edit_penalty, "edit_penalty", 0.0) or 0.0)
         self.oov_penalty = tuned(settings.speller_oov_penalty, "oov_penalty", None)
+        # The most a greedy spelling can score in `answers`: its log-probability is at most 0, and one that
+        # differs from the misspelling is at least one edit from it. A word whose best dictionary answer reaches
+        # this never needs its greedy pass (negative edit penalties have no such bound).
+        self.open_ceiling = (
+            -self.edit_penalty + self.prior_weight * self.trie.min_log_prior - self.oov_penalty
+            if self.oov_penalty is not None and self.edit_penalty >= 0
+            else np.inf
+        )
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
@@ -157,16 +165,21 @@ class Speller(ManifestModel):
             best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
             open_total=np.zeros(n, dtype=np.float32),
             open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
+            open_len=np.zeros(n, dtype=np.int64),
             beam=decoder_rows(np.arange(n), 1, self.max_len + 1),  # one row per word until its beam branches
-            open=decoder_rows(searching_open, 1, 0),
+            open=decoder_rows(np.arange(0), 1, 0),
+            parked=decoder_rows(searching_open, 1, 0),
         )
 
     def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:
         """One decoding step of every live row, in place. Returns the rows' tokens (nothing to stream here: empty)
         and which words have finished both searches."""
-        decoded = len(rows.beam) + len(rows.open)
+        decoded = len(rows.beam)
         if len(rows.beam):
             self._beam_step(rows)
+        if len(rows.parked):
+            self._unpark(rows)
+        decoded += len(rows.open)
         if len(rows.open):
             self._open_step(rows)
         rows.step += 1
@@ -263,6 +276,21 @@ class Speller(ManifestModel):
             edits_prev=g.edits[parent[kept]],
         ).take(np.repeat(live.any(axis=1), width))
 
+    def _unpark(self, rows: SpellRows) -> None:
+        """Greedy rows wait for their word's beam search to end: then its best dictionary answer is final, and
+        the greedy pass runs only if it could still beat it (a best below `open_ceiling`, a few words in a
+        hundred). The answers are those of both passes run side by side; the decoding is about a fifth less."""
+        parked = rows.parked
+        searching = np.zeros(len(rows), dtype=bool)
+        searching[rows.beam.word] = True
+        ended = ~searching[parked.word]
+        if not ended.any():
+            return
+        starting = parked.take(ended & (rows.best[parked.word] < self.open_ceiling))
+        if len(starting):
+            rows.open = DecoderRows.concat([rows.open, starting], [0, 0]) if len(rows.open) else starting
+        rows.parked = parked.take(~ended)
+
     def _open_step(self, rows: SpellRows) -> None:
         """The unconstrained greedy pass (letters and end only): its log-probability and spelling."""
         g = rows.open
@@ -270,8 +298,9 @@ class Speller(ManifestModel):
         logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
         token = logp.argmax(axis=1)
         rows.open_total[g.word] += logp[np.arange(len(token)), token]
-        step = rows.step[g.word]
+        step = rows.open_len[g.word]
         rows.open_ids[g.word, step] = token
+        rows.open_len[g.word] += 1
         writing = (token != self.eos_id) & (step + 1 < self.max_steps)
         rows.open = replace(g, token=token, h=h, c=c).take(writing)
 

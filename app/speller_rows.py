@@ -1,9 +1,10 @@
 """The speller's running batch: the words being corrected and the decoder rows that search for them.
 
-Each word is searched two ways at once, every step one decoder call per way over all the batch's words:
-`beam` holds the dictionary-constrained beam search, one row per live hypothesis (at most `beam_size`; every
-word of the batch gets as many rows as the word with the most), and `open` one row per word (the
-unconstrained greedy pass, present only when the speller may answer a word outside its dictionary).
+Each word is searched two ways, every step one decoder call per way over all the batch's words: `beam` holds
+the dictionary-constrained beam search, one row per live hypothesis (at most `beam_size`; every word of the
+batch gets as many rows as the word with the most), and `open` one row per word (the unconstrained greedy
+pass, present only when the speller may answer a word outside its dictionary). A word's greedy row waits in
+`parked` until its beam search has ended, and runs only if it could still change the answer.
 A word whose search has ended leaves its row group at once, so later steps pay only for live rows; the
 word itself leaves the batch when both of its searches have ended.
 
@@ -122,8 +123,12 @@ class SpellRows:
     best_ids: np.ndarray  # [W, max_steps] int64: that word's tokens, ending in eos
     open_total: np.ndarray  # [W] float32: the greedy pass's log-probability
     open_ids: np.ndarray  # [W, max_steps] int64: the greedy pass's tokens
+    open_len: np.ndarray  # [W] int64: tokens the greedy pass has written
     beam: DecoderRows  # beam_size rows per word still searching, a word's rows next to each other
-    open: DecoderRows  # one row per word whose greedy pass is still writing
+    open: DecoderRows  # one row per word whose greedy pass is writing
+    parked: DecoderRows  # one row per word whose greedy pass waits for its beam search to end
+
+    DECODERS = ("beam", "open", "parked")
 
     def __len__(self) -> int:
         return len(self.words)
@@ -131,17 +136,20 @@ class SpellRows:
     def finished(self) -> np.ndarray:
         """[W] bool: words with no live row left."""
         live = np.zeros(len(self), dtype=bool)
-        live[self.beam.word] = True
-        live[self.open.word] = True
+        for rows in (self.beam, self.open, self.parked):
+            live[rows.word] = True
         return ~live
 
     def take(self, keep: np.ndarray) -> SpellRows:
         """The words where the boolean mask `keep` is set, with their rows, renumbered."""
         renumber = np.cumsum(keep) - 1
-        beam, open_ = self.beam.take(keep[self.beam.word]), self.open.take(keep[self.open.word])
-        beam.word, open_.word = renumber[beam.word], renumber[open_.word]
-        per_word = {f.name: getattr(self, f.name)[keep] for f in fields(self) if f.name not in ("beam", "open")}
-        return SpellRows(**per_word, beam=beam, open=open_)
+        decoders = {}
+        for name in self.DECODERS:
+            rows = getattr(self, name)
+            kept = rows.take(keep[rows.word])
+            decoders[name] = replace(kept, word=renumber[kept.word])
+        per_word = {f.name: getattr(self, f.name)[keep] for f in fields(self) if f.name not in self.DECODERS}
+        return SpellRows(**per_word, **decoders)
 
     @staticmethod
     def concat(parts: list[SpellRows]) -> SpellRows:
@@ -149,10 +157,7 @@ class SpellRows:
         per_word = {
             f.name: np.concatenate([getattr(p, f.name) for p in parts])
             for f in fields(SpellRows)
-            if f.name not in ("beam", "open")
+            if f.name not in SpellRows.DECODERS
         }
-        return SpellRows(
-            **per_word,
-            beam=DecoderRows.concat([p.beam for p in parts], offsets),
-            open=DecoderRows.concat([p.open for p in parts], offsets),
-        )
+        decoders = {name: DecoderRows.concat([getattr(p, name) for p in parts], offsets) for name in SpellRows.DECODERS}
+        return SpellRows(**per_word, **decoders)

@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.speller import Speller as ServedSpeller
 from app.speller import _extend_edits
 from app.speller_rows import SpellRows
-from tests.conftest import rewrite_checksums, tiny_training_args
+from tests.conftest import BUNDLED_MODELS, rewrite_checksums, tiny_training_args
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
 
@@ -247,6 +247,38 @@ def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artif
     assert always.correct_words(words) == expected
 
 
+class CountingDecoder:
+    """A speller's decoder session, counting the rows it is given."""
+
+    def __init__(self, session: object) -> None:
+        self.session, self.rows = session, 0
+
+    def run(self, outputs: object, feeds: dict) -> list:
+        self.rows += len(feeds["token"])
+        return self.session.run(outputs, feeds)  # type: ignore[attr-defined]
+
+
+def test_the_greedy_pass_runs_only_where_it_could_change_the_answer() -> None:
+    """A word's out-of-dictionary (greedy) pass waits for its beam search to end and runs only if the beam's best
+    word scores below the most a greedy spelling can (`open_ceiling`). On the bundled speller as served: the
+    answers are those of running the pass for every word, with fewer rows decoded, and a ceiling set too low on
+    purpose (skipping passes that win) changes them."""
+    folder, settings = BUNDLED_MODELS / "speller", Settings(intra_op_threads=1)
+    # Words the greedy pass wins (spinlcok → spinlock, not spinach), and words the dictionary settles.
+    words = ["spinlcok", "bitcoinn", "githbu", "teh", "recieve", "definately", "wich", "datbase", "spinlok"]
+    lazy, eager, dictionary_only = (ServedSpeller(folder, settings) for _ in range(3))
+    eager.open_ceiling = np.inf  # every word's greedy pass runs
+    dictionary_only.oov_penalty = None
+    lazy.decoder, eager.decoder = CountingDecoder(lazy.decoder), CountingDecoder(eager.decoder)
+    answers = lazy.correct_words(words)
+    assert answers == eager.correct_words(words)
+    assert lazy.decoder.rows < eager.decoder.rows
+    wins = [a != d for a, d in zip(answers, dictionary_only.correct_words(words), strict=True)]
+    assert answers[0] == "spinlock" and wins[0] and not all(wins)
+    lazy.open_ceiling -= 100  # inadmissible: the passes that win are skipped
+    assert lazy.correct_words(words) == dictionary_only.correct_words(words) != answers
+
+
 def test_a_copy_of_the_misspelling_is_never_the_answer(tiny_artifact: Path) -> None:
     # Even at any price for the dictionary's answer, the model echoing the input means it could not place
     # the word: the dictionary's best word stands. A copy would leave a misspelling uncorrected.
@@ -329,9 +361,9 @@ def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
     """Encoder outputs are padded to the longest word in the batch, and cut back when it leaves."""
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=2, speller_oov_penalty=0))
     rows = SpellRows.concat([served.rows(["teh"]), served.rows(["sentance"])])  # joined: padded to 8
-    assert rows.beam.memory.shape[1] == rows.open.memory.shape[1] == 8
-    assert rows.beam.memory.shape[0] == rows.open.memory.shape[0] == 2  # once per word, whatever its rows
+    assert rows.beam.memory.shape[1] == rows.parked.memory.shape[1] == 8
+    assert rows.beam.memory.shape[0] == rows.parked.memory.shape[0] == 2  # once per word, whatever its rows
     assert (rows.beam.bias[0, 3:] < 0).all() and (rows.beam.bias[1] == 0).all()
     short = rows.take(np.array([True, False]))  # the long word leaves
-    assert short.beam.memory.shape[1] == short.open.memory.shape[1] == 3
-    assert list(short.words) == ["teh"] and set(short.beam.word.tolist()) == set(short.open.word.tolist()) == {0}
+    assert short.beam.memory.shape[1] == short.parked.memory.shape[1] == 3
+    assert list(short.words) == ["teh"] and set(short.beam.word.tolist()) == set(short.parked.word.tolist()) == {0}
