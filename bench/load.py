@@ -64,6 +64,7 @@ BODIES["/poem"] = POEM_BODIES
 class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # successful requests only
+    sent_at: list[float] = field(default_factory=list)  # their perf_counter() when sent, in the same order
     statuses: Counter = field(default_factory=Counter)
 
     def summary(self) -> dict:
@@ -92,6 +93,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, result: Res
     result.statuses[status] += 1
     if status == 200:
         result.latencies.append(time.perf_counter() - started)
+        result.sent_at.append(started)
 
 
 def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.poet import Poet
 from app.settings import Settings
 from app.speller_rows import SpellRows
+from bench.latency_tail import compare, speller_counters, windows
 from bench.naive_server import create_app as naive_app
 from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
@@ -41,6 +42,32 @@ def test_step_flops_counts_lstm_gates_and_the_output_layer() -> None:
 def test_characters_are_read_from_the_metrics_text() -> None:
     text = '# HELP x\ncharserve_tokens_total{model="speller"} 9.0\ncharserve_tokens_total{model="poet"} 123.0\n'
     assert characters(text) == 123.0
+
+
+def test_the_speller_series_are_read_from_the_metrics_text() -> None:
+    text = (
+        'charserve_model_call_seconds_count{model="speller"} 4.0\n'
+        'charserve_model_call_seconds_sum{model="speller"} 0.2\n'
+        'charserve_model_call_seconds_count{model="poet"} 99.0\n'
+        'charserve_batch_requests_sum{model="speller"} 10.0\n'
+        'charserve_tokens_total{model="speller"} 500.0\n'
+    )
+    assert speller_counters(text) == {"calls": 4.0, "call_seconds": 0.2, "words": 10.0, "rows": 500.0}
+
+
+def test_latency_windows_pair_requests_with_what_the_model_did() -> None:
+    """Requests fall in the window they were sent in; the model's figures are differences between scrapes."""
+    zero = {"calls": 0.0, "call_seconds": 0.0, "words": 0.0, "rows": 0.0}
+    scrapes = [(10.0, zero), (10.5, {"calls": 2.0, "call_seconds": 0.4, "words": 8.0, "rows": 400.0}),
+               (11.0, {"calls": 3.0, "call_seconds": 0.45, "words": 9.0, "rows": 450.0})]  # fmt: skip
+    sent = np.array([10.1, 10.2, 10.6, 11.5])  # the last one after the last scrape: in no window
+    latency_ms = np.array([150.0, 150.0, 20.0, 999.0])
+    first, second = windows(sent, latency_ms, scrapes)
+    assert first == {"t_s": 0.0, "sent": 2, "p99_ms": 150.0, "busy": 0.8, "words_per_call": 4.0,
+                     "ms_per_call": 200.0, "us_per_row": 1000.0}  # fmt: skip
+    assert second["sent"] == 1 and second["p99_ms"] == 20.0 and second["words_per_call"] == 1.0
+    late, on_time = compare([{"windows": [first, second]}]).values()
+    assert late["windows"] == on_time["windows"] == 1 and late["words_per_call"] == 4.0
 
 
 def test_distinct_2_and_repeated_lines() -> None:
