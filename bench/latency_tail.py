@@ -141,7 +141,8 @@ def write_report(report: dict, out: Path) -> None:
         "",
         f"Measured {report['measured']} with `{report['command']}`: charserve on core(s) "
         f"{report['server_cores']}, the load generator on {report['client_cores']}, `/correct`, one misspelling per "
-        f"request; windows of {report['window_s']} s.",
+        f"request; windows of {report['window_s']} s; server settings: "
+        f"{', '.join(report.get('server_env') or []) or 'as bench.serving runs (b)'}.",
         "",
         "## Rounds",
         "",
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--port", type=int, default=18450)
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="server settings to try, e.g. CHARSERVE_INFERENCE_WORKERS=2")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "latency_tail.json")
     parser.add_argument("--probe", type=float, metavar="SECONDS", help=argparse.SUPPRESS)  # the probe's process
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plot from --out's JSON")
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     rounds = []
     for round_ in range(args.repeats):
         probe_ms = run_probe(args.server_cores, args.probe_seconds)
-        server = start_server({}, args.server_cores, args.port)
+        server = start_server(dict(kv.split("=", 1) for kv in args.env), args.server_cores, args.port)
         base = f"http://127.0.0.1:{args.port}"
         try:
             peak = asyncio.run(closed_loop(f"{base}/correct", BODIES["/correct"], 64, args.seconds)).summary()
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         "server_cores": args.server_cores,
         "client_cores": args.client_cores,
         "window_s": args.window,
+        "server_env": args.env,
         "rounds": rounds,
         "compare": compare(rounds),
     }
