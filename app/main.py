@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from app.admission import ConcurrencyLimitMiddleware
 from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
 from app.continuous import ContinuousBatcher, ContinuousSpeller
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics, MetricsMiddleware, watch_event_loop
 from app.poet import Poet
 from app.registry import ModelRegistry, ServedModel
 from app.routes import router
@@ -91,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # are left out, and a full collection walks only what requests made: 2-4 ms (python -m bench.gc_pauses).
         gc.collect()
         gc.freeze()
+        watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
         yield
+        watcher.cancel()
         gc.unfreeze()  # another app in this process (the tests) must not keep this one's objects frozen
         # uvicorn has drained the in-flight requests by now (SIGTERM: stop accepting, finish, then this).
         registry.ready = False

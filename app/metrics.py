@@ -5,6 +5,7 @@ Each app owns its registry, so that several apps in one process (the tests) neve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,6 +18,8 @@ access_log = logging.getLogger("charserve.access")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+LAG_INTERVAL_S = 0.01
 
 
 class Metrics:
@@ -52,6 +55,12 @@ class Metrics:
             "of the running batch (continuous)",
             ["model"], buckets=CALL_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.loop_lag = Histogram(
+            "charserve_event_loop_lag_seconds",
+            f"how late a {LAG_INTERVAL_S * 1000:g} ms timer on the event loop fires: time the loop was busy with other "
+            "work or not running at all",
+            buckets=LAG_BUCKETS, registry=self.registry,
+        )  # fmt: skip
         self.tokens = Counter(
             "charserve_tokens",
             "characters processed: decoded by the speller (every beam row, every step), read by the classifier",
@@ -61,6 +70,15 @@ class Metrics:
     def observe_batch(self, model: str, rows: int, tokens: int) -> None:
         self.batch_size.labels(model).observe(rows)
         self.tokens.labels(model).inc(tokens)
+
+
+async def watch_event_loop(metrics: Metrics, interval_s: float = LAG_INTERVAL_S) -> None:
+    """Until cancelled: sleep `interval_s` over and over and record how late each wake-up is. A request held up
+    before it reaches a model shows here if the event loop was what held it."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(interval_s)
+        metrics.loop_lag.observe(max(time.perf_counter() - started - interval_s, 0.0))
 
 
 class MetricsMiddleware:

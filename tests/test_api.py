@@ -1,16 +1,20 @@
 """The HTTP API: answers, bad input, overload, readiness."""
 
+import asyncio
 import gc
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from app.admission import ConcurrencyLimitMiddleware
 from app.continuous import INLINE_CHARS
 from app.main import create_app
+from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -168,6 +172,33 @@ def test_metrics_count_requests_batches_and_tokens(tiny_artifact: Path) -> None:
     assert 'charserve_model_call_seconds_count{model="classifier"} 1.0' in text
     seconds = re.search(r'charserve_model_call_seconds_sum\{model="classifier"\} (\S+)', text)
     assert seconds and float(seconds.group(1)) > 0
+
+
+def test_event_loop_lag_counts_a_blocked_loop() -> None:
+    """The watcher's timer fires late by about as long as something blocked the loop: that shows in the buckets."""
+    metrics = Metrics()
+
+    async def block_once() -> None:
+        watcher = asyncio.create_task(watch_event_loop(metrics, interval_s=0.005))
+        await asyncio.sleep(0.02)
+        time.sleep(0.12)  # what a stall looks like to the loop: nothing else runs meanwhile
+        await asyncio.sleep(0.02)
+        watcher.cancel()
+
+    asyncio.run(block_once())
+    text = generate_latest(metrics.registry).decode()
+    under = float(re.search(r'charserve_event_loop_lag_seconds_bucket\{le="0.1"\} (\S+)', text).group(1))
+    count = float(re.search(r"charserve_event_loop_lag_seconds_count (\S+)", text).group(1))
+    assert count - under == 1  # the one wake-up after the block, over 100 ms late; the others on time
+
+
+def test_the_served_app_watches_its_event_loop(tiny_artifact: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_artifact))) as fresh:
+        time.sleep(0.1)
+        fresh.get("/health")
+        text = fresh.get("/metrics").text
+    count = re.search(r"charserve_event_loop_lag_seconds_count (\S+)", text)
+    assert count and float(count.group(1)) >= 1
 
 
 def test_openapi_documents_schemas_and_examples(client: TestClient) -> None:
