@@ -51,21 +51,29 @@ def test_the_speller_series_are_read_from_the_metrics_text() -> None:
         'charserve_model_call_seconds_count{model="poet"} 99.0\n'
         'charserve_batch_requests_sum{model="speller"} 10.0\n'
         'charserve_tokens_total{model="speller"} 500.0\n'
+        'charserve_event_loop_lag_seconds_bucket{le="0.025"} 90.0\n'
+        'charserve_event_loop_lag_seconds_bucket{le="0.05"} 97.0\n'
+        "charserve_event_loop_lag_seconds_count 100.0\n"
     )
-    assert speller_counters(text) == {"calls": 4.0, "call_seconds": 0.2, "words": 10.0, "rows": 500.0}
+    assert speller_counters(text) == {"calls": 4.0, "call_seconds": 0.2, "words": 10.0, "rows": 500.0,
+                                      "wakeups": 100.0, "wakeups_on_time": 97.0}  # fmt: skip
 
 
 def test_latency_windows_pair_requests_with_what_the_model_did() -> None:
     """Requests fall in the window they were sent in; the model's figures are differences between scrapes."""
-    zero = {"calls": 0.0, "call_seconds": 0.0, "words": 0.0, "rows": 0.0}
-    scrapes = [(10.0, zero), (10.5, {"calls": 2.0, "call_seconds": 0.4, "words": 8.0, "rows": 400.0}),
-               (11.0, {"calls": 3.0, "call_seconds": 0.45, "words": 9.0, "rows": 450.0})]  # fmt: skip
+    zero = {"calls": 0.0, "call_seconds": 0.0, "words": 0.0, "rows": 0.0, "wakeups": 0.0, "wakeups_on_time": 0.0}
+    scrapes = [(10.0, zero),
+               (10.5, {"calls": 2.0, "call_seconds": 0.4, "words": 8.0, "rows": 400.0, "wakeups": 30.0,
+                       "wakeups_on_time": 28.0}),
+               (11.0, {"calls": 3.0, "call_seconds": 0.45, "words": 9.0, "rows": 450.0, "wakeups": 70.0,
+                       "wakeups_on_time": 68.0})]  # fmt: skip
     sent = np.array([10.1, 10.2, 10.6, 11.5])  # the last one after the last scrape: in no window
     latency_ms = np.array([150.0, 150.0, 20.0, 999.0])
     first, second = windows(sent, latency_ms, scrapes)
     assert first == {"t_s": 0.0, "sent": 2, "p99_ms": 150.0, "busy": 0.8, "words_per_call": 4.0,
-                     "ms_per_call": 200.0, "us_per_row": 1000.0}  # fmt: skip
+                     "ms_per_call": 200.0, "us_per_row": 1000.0, "loop_stalls": 2}  # fmt: skip
     assert second["sent"] == 1 and second["p99_ms"] == 20.0 and second["words_per_call"] == 1.0
+    assert second["loop_stalls"] == 0
     late, on_time = compare([{"windows": [first, second]}]).values()
     assert late["windows"] == on_time["windows"] == 1 and late["words_per_call"] == 4.0
 
