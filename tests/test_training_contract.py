@@ -20,6 +20,7 @@ from app.settings import Settings
 from app.speller import Speller as ServedSpeller
 from app.speller import _extend_edits
 from app.speller_rows import SpellRows
+from bench.speller_beam_rows import CountingSession
 from tests.conftest import BUNDLED_MODELS, rewrite_checksums, tiny_training_args
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
@@ -247,17 +248,6 @@ def test_out_of_dictionary_answers_follow_the_penalty(tiny_run: Path, tiny_artif
     assert always.correct_words(words) == expected
 
 
-class CountingDecoder:
-    """A speller's decoder session, counting the rows it is given."""
-
-    def __init__(self, session: object) -> None:
-        self.session, self.rows = session, 0
-
-    def run(self, outputs: object, feeds: dict) -> list:
-        self.rows += len(feeds["token"])
-        return self.session.run(outputs, feeds)  # type: ignore[attr-defined]
-
-
 def test_the_greedy_pass_runs_only_where_it_could_change_the_answer() -> None:
     """A word's out-of-dictionary (greedy) pass waits for its beam search to end and runs only if the beam's best
     word scores below the most a greedy spelling can (`open_ceiling`). On the bundled speller as served: the
@@ -269,7 +259,7 @@ def test_the_greedy_pass_runs_only_where_it_could_change_the_answer() -> None:
     lazy, eager, dictionary_only = (ServedSpeller(folder, settings) for _ in range(3))
     eager.open_ceiling = np.inf  # every word's greedy pass runs
     dictionary_only.oov_penalty = None
-    lazy.decoder, eager.decoder = CountingDecoder(lazy.decoder), CountingDecoder(eager.decoder)
+    lazy.decoder, eager.decoder = CountingSession(lazy.decoder), CountingSession(eager.decoder)
     answers = lazy.correct_words(words)
     assert answers == eager.correct_words(words)
     assert lazy.decoder.rows < eager.decoder.rows
