@@ -74,7 +74,7 @@ def run_probe(cores: str, seconds: float) -> list[float]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def speller_counters(text: str) -> dict[str, float]:
+def scraped_counters(text: str) -> dict[str, float]:
     """The SERIES of the speller's model from one /metrics scrape, and the event loop's wake-ups: all of them and
     those more than STALL_S late."""
     wanted = {sample: key for key, sample in SERIES.items()}
@@ -93,9 +93,9 @@ def speller_counters(text: str) -> dict[str, float]:
 async def scrape(url: str, every: float, until: asyncio.Event, into: list[tuple[float, dict[str, float]]]) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         while not until.is_set():
-            into.append((time.perf_counter(), speller_counters((await client.get(url)).text)))
+            into.append((time.perf_counter(), scraped_counters((await client.get(url)).text)))
             await asyncio.sleep(every)
-        into.append((time.perf_counter(), speller_counters((await client.get(url)).text)))
+        into.append((time.perf_counter(), scraped_counters((await client.get(url)).text)))
 
 
 async def open_loop_with_scrapes(base: str, rate: float, seconds: float, every: float) -> tuple[dict, list[dict]]:

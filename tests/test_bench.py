@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.poet import Poet
 from app.settings import Settings
 from app.speller_rows import SpellRows
-from bench.latency_tail import compare, speller_counters, windows
+from bench.latency_tail import compare, scraped_counters, windows
 from bench.naive_server import create_app as naive_app
 from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
@@ -55,7 +55,7 @@ def test_the_speller_series_are_read_from_the_metrics_text() -> None:
         'charserve_event_loop_lag_seconds_bucket{le="0.05"} 97.0\n'
         "charserve_event_loop_lag_seconds_count 100.0\n"
     )
-    assert speller_counters(text) == {"calls": 4.0, "call_seconds": 0.2, "words": 10.0, "rows": 500.0,
+    assert scraped_counters(text) == {"calls": 4.0, "call_seconds": 0.2, "words": 10.0, "rows": 500.0,
                                       "wakeups": 100.0, "wakeups_on_time": 97.0}  # fmt: skip
 
 
