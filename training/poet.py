@@ -57,11 +57,12 @@ def chunks(inputs: torch.Tensor, targets: torch.Tensor, bptt: int):
 def perplexity(model: PoetLM, poems: list[list[int]], batch_size: int = 64, bptt: int = 256) -> float:
     """exp(mean negative log-likelihood) over every predicted character of whole poems, <eos> included."""
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in length_batches([(ids,) for ids in poems], batch_size, None):
         inputs, targets = pad([ids for (ids,) in batch])
         state = None
-        for x, y in chunks(inputs, targets, bptt):
+        for x, y in chunks(inputs.to(device), targets.to(device), bptt):
             logits, state = model(x, state)
             total += nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             count += int((y != -100).sum())
@@ -93,7 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", type=Path, help="a last.pt to continue from")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when torch sees a GPU), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     return args
 
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         train, valid = train[: args.limit], valid[: max(args.limit // 10, 20)]
     print(json.dumps(data.stats, ensure_ascii=False))
 
-    model = PoetLM(len(data.vocab), args.emb, args.hidden, args.layers, args.dropout)
+    model = PoetLM(len(data.vocab), args.emb, args.hidden, args.layers, args.dropout).to(args.device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.25, patience=0)
     history: dict[str, list[float]] = {"perplexity/train": [], "perplexity/valid": []}
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in bar:
             inputs, targets = pad([ids for (ids,) in batch])
             state = None
-            for x, y in chunks(inputs, targets, args.bptt):
+            for x, y in chunks(inputs.to(args.device), targets.to(args.device), args.bptt):
                 logits, state = model(x, state)
                 state = tuple(s.detach() for s in state)
                 n = int((y != -100).sum())
