@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
 from app.admission import ConcurrencyLimitMiddleware
+from app.artifacts import select_providers
 from app.continuous import INLINE_CHARS
 from app.main import create_app
 from app.metrics import Metrics, watch_event_loop
@@ -258,7 +259,9 @@ def test_bundled_model_leaves_known_words_alone(bundled: TestClient) -> None:
 
 def test_bundled_ready_reports_models_and_providers(bundled: TestClient) -> None:
     models = bundled.get("/ready").json()["models"]
-    expected = [(name, "CPUExecutionProvider") for name in ("speller", "classifier", "poet")]
+    # CPU here and in CI; CUDA where onnxruntime-gpu sees a GPU (tests/test_cuda.py checks that path).
+    provider = select_providers("auto")[0]
+    expected = [(name, provider) for name in ("speller", "classifier", "poet")]
     assert [(m["name"], m["provider"]) for m in models] == expected
 
 
