@@ -196,3 +196,15 @@ def test_a_report_head_names_the_command_that_reproduces_it() -> None:
     head = run_record("bench.serving", ["--seconds", "12"])
     assert head["command"] == "python -m bench.serving --seconds 12"
     assert head["measured"].endswith("+00:00")  # UTC, to the second
+
+
+def test_poet_optimizers_says_what_ended_each_run() -> None:
+    from bench.poet_optimizers import stopped_by
+
+    args = {"epochs": "5", "patience": "2", "max_minutes": "8"}
+    run = {"args": args, "best_epoch": 5, "history": {"perplexity/valid": [9, 8, 7, 6, 5]}}
+    assert stopped_by(run) == "5 epochs"
+    run = {"args": args, "best_epoch": 2, "history": {"perplexity/valid": [9, 8, 8.5, 8.2]}}
+    assert stopped_by(run) == "early stop"
+    run = {"args": args, "best_epoch": 3, "history": {"perplexity/valid": [9, 8, 7]}}
+    assert stopped_by(run) == "the 8-minute bound"
