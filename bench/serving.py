@@ -123,13 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         print(f"naive server left out: {', '.join(missing)} missing (make speller-train classifier-train)")
         servers = {k: v for k, v in servers.items() if v[0] is not NAIVE}
-    runs = []
+    runs, providers = [], {}
     # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike.
     for round_ in range(args.repeats):
         for name, (python_args, env) in servers.items():
             extra = ["--threads", str(len(args.server_cores.split(",")))] if python_args is NAIVE else None
             server = start_server(env, args.server_cores, args.port, extra=extra, python_args=python_args)
             try:
+                if name == "charserve" and not providers:  # CPU or CUDA: what the table was measured on
+                    ready = httpx.get(f"http://127.0.0.1:{args.port}/ready", timeout=5).json()
+                    providers = {m["name"]: m["provider"] for m in ready["models"]}
                 for endpoint in [e for e in args.endpoints if e in ONLY.get(name, [e])]:
                     url = f"http://127.0.0.1:{args.port}{endpoint}"
                     result = asyncio.run(closed_loop(url, BODIES[endpoint], args.concurrency, args.seconds))
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         "server_cores": args.server_cores,
         "client_cores": args.client_cores,
         "repeats": args.repeats,
+        "providers": providers,
         "rows": rows,
         "runs": runs,
     }
@@ -176,6 +180,7 @@ def median_row(rounds: list[dict], key: str = "ok_per_s") -> dict:
 
 
 def markdown(report: dict, plot: str = "benchmarks.png") -> str:
+    ran_on = ", ".join(sorted(set(report.get("providers", {}).values())))
     lines = [
         "# Serving benchmarks",
         "",
@@ -185,6 +190,8 @@ def markdown(report: dict, plot: str = "benchmarks.png") -> str:
         f"load generator on core(s) {report['client_cores']}, closed loop, single-text requests; "
         f"{report.get('repeats', 1)} interleaved rounds, each row the round with the median throughput.",
         "",
+        *([f"Machine: {report['machine']}.", ""] if report.get("machine") else []),
+        *([f"charserve's models ran on {ran_on}.", ""] if ran_on else []),
         "| server | endpoint | clients | ok req/s (median; all rounds) | p50 ms | p95 ms | p99 ms | charserve ÷ this |",
         "|---|---|---|---|---|---|---|---|",
     ]
