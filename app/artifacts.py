@@ -117,10 +117,28 @@ def select_providers(setting: str) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def open_session(folder: Path, graph: GraphSpec, settings: Settings) -> ort.InferenceSession:
-    """One session for one graph; its input and output names must be the manifest's."""
+def choose_precision(folder: Path, manifest: Manifest, int8_graphs: set[str], setting: str, providers: str) -> str:
+    """int8 graphs on a CPU when the artifact has them (`int8_graphs` in its manifest), float32 on a GPU, where
+    ONNX Runtime's quantized LSTM would fall back to the CPU; a setting other than auto decides otherwise."""
+    has_int8 = int8_graphs <= set(manifest.graphs)
+    if setting == "int8" and not has_int8:
+        raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but {manifest.name}'s precision is int8")
+    if setting != "auto":
+        return setting
+    on_gpu = select_providers(providers)[0] == "CUDAExecutionProvider"
+    return "int8" if has_int8 and not on_gpu else "float32"
+
+
+def open_session(
+    folder: Path, graph: GraphSpec, settings: Settings, fold_dequantize: bool = False
+) -> ort.InferenceSession:
+    """One session for one graph; its input and output names must be the manifest's. `fold_dequantize`: the
+    graph stores weights as int8 behind DequantizeLinear nodes (training/export.py's store_int8), which ONNX
+    Runtime then folds into float32 weights at load instead of keeping them for its QDQ fusions."""
     path = folder / graph.file
     options = ort.SessionOptions()
+    if fold_dequantize:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     # 0 means "the cores this process may use", counted here: left at 0, ONNX Runtime counts the machine's
     # cores and pins its own threads to them, escaping taskset and cpuset limits (seen in bench/serving.py).
     options.intra_op_num_threads = settings.intra_op_threads or len(os.sched_getaffinity(0))

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="the speller's graphs: auto: int8 on a CPU when the artifact has them, else float32 "
         "(int8's quantized LSTM runs on the CPU only)",
     )
+    poet_precision: Literal["auto", "float32", "int8"] = Field(
+        "auto",
+        description="the poet's step graph: auto: int8 on a CPU when the artifact has it, else float32 "
+        "(int8's quantized LSTM runs on the CPU only)",
+    )
     speller_max_batch_words: int = Field(
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )

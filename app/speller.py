@@ -19,10 +19,10 @@ from app.artifacts import (
     ArtifactError,
     Manifest,
     ManifestModel,
+    choose_precision,
     load_manifest,
     open_session,
     read_word_counts,
-    select_providers,
 )
 from app.metrics import Metrics
 from app.settings import Settings
@@ -50,7 +50,11 @@ class Speller(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
-        self.precision = self._precision(folder, settings)
+        # int8 about twice as fast on a CPU (docs/speller.md)
+        int8_graphs = {"encoder_int8", "decoder_step_int8"}
+        self.precision = choose_precision(
+            folder, self.manifest, int8_graphs, settings.speller_precision, settings.providers
+        )
         suffix = "_int8" if self.precision == "int8" else ""
         encoder, decoder = self.manifest.graphs[f"encoder{suffix}"], self.manifest.graphs[f"decoder_step{suffix}"]
         self.encoder: ort.InferenceSession = open_session(folder, encoder, settings)
@@ -102,17 +106,6 @@ class Speller(ManifestModel):
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
-
-    def _precision(self, folder: Path, settings: Settings) -> str:
-        """int8 graphs on a CPU when the artifact has them (about twice as fast, docs/speller.md), float32 on a
-        GPU, where the quantized LSTM would fall back to the CPU; CHARSERVE_SPELLER_PRECISION decides otherwise."""
-        has_int8 = {"encoder_int8", "decoder_step_int8"} <= set(self.manifest.graphs)
-        if settings.speller_precision == "int8" and not has_int8:
-            raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but CHARSERVE_SPELLER_PRECISION=int8")
-        if settings.speller_precision != "auto":
-            return settings.speller_precision
-        on_gpu = select_providers(settings.providers)[0] == "CUDAExecutionProvider"
-        return "int8" if has_int8 and not on_gpu else "float32"
 
     def warm_up(self) -> None:
         self.correct_words(["speling", "korrect"])

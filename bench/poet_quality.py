@@ -3,7 +3,8 @@
     python -m bench.poet_quality --write-manifest
 
 - Perplexity of the test split (held out by the hash of each poem's id) computed with the ONNX Runtime
-  session the service uses, one character per step as it serves: the float16-stored file is what is measured.
+  session the service uses, one character per step as it serves: on a CPU the int8 graph; the float graph
+  (what a GPU serves) is measured beside it, and one step of each is timed.
 - Through the API: every regular form greedy (one request per opening character) and sampled, with
   acrostics; the share that come back exactly in form and with the acrostic honored (must be 100%).
 - distinct-2 (distinct character pairs ÷ all pairs, within lines) and the repeated-line rate over 100 poems,
@@ -32,6 +33,8 @@ from bench.harness import api_client, record_in_manifest, replace_block
 from training import poet_data
 
 REGULAR = [name for name, form in FORMS.items() if form is not None]
+GRAPHS = {"int8": "int8 graph (ONNX Runtime's dynamic quantization; a CPU serves it)",
+          "float32": "float graph (float32 compute; a GPU serves it)"}  # fmt: skip
 PER_FORM = 25  # 4 forms × 25 = 100 poems per set
 
 
@@ -59,42 +62,18 @@ def served_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
     return math.exp(total / count)
 
 
-def as_float32(path: Path) -> bytes:
-    """The step graph with its float16-stored weights written back as float32 and their Casts removed."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    halves = {i.name: i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
-    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves]
-    for node in casts:
-        full = numpy_helper.to_array(halves.pop(node.input[0])).astype(np.float32)
-        graph.initializer.append(numpy_helper.from_array(full, node.output[0]))
-        graph.node.remove(node)
-    kept = [i for i in graph.initializer if i.data_type != onnx.TensorProto.FLOAT16]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return model.SerializeToString()
-
-
-def step_ms(poet: Poet, batch: int = 64, steps: int = 100) -> dict[str, float]:
-    """Median time of one step at `batch` rows: the served file (float16 storage) and the same weights as float32."""
-    import onnxruntime as ort
-
-    path = poet.manifest.graphs["poet_step"].file
-    full = ort.InferenceSession(as_float32(poet.folder / path), poet.session.get_session_options(),
-                                providers=poet.session.get_providers())  # fmt: skip
-    feeds = {"token": np.full(batch, poet.bos, np.int64),
-             "h": np.zeros((poet.layers, batch, poet.hidden), np.float32)}  # fmt: skip
-    feeds["c"] = feeds["h"]
+def step_ms(poets: dict[str, Poet], batch: int = 64, steps: int = 100) -> dict[str, float]:
+    """Median time of one step at `batch` rows of each poet's session (the int8 graph, the float one)."""
     timings = {}
-    for name, session in (("float16_stored", poet.session), ("float32", full)):
-        session.run(None, feeds)
+    for name, poet in poets.items():
+        feeds = {"token": np.full(batch, poet.bos, np.int64),
+                 "h": np.zeros((poet.layers, batch, poet.hidden), np.float32)}  # fmt: skip
+        feeds["c"] = feeds["h"]
+        poet.session.run(None, feeds)
         times = []
         for _ in range(steps):
             started = time.perf_counter()
-            session.run(None, feeds)
+            poet.session.run(None, feeds)
             times.append(time.perf_counter() - started)
         timings[name] = round(1000 * float(np.median(times)), 3)
     return timings
@@ -160,11 +139,17 @@ def reference(data: poet_data.PoetData) -> list[str]:
 
 
 def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dict:
-    poet = Poet(models_dir / "poet", Settings(models_dir=models_dir))
+    poet = Poet(models_dir / "poet", Settings(models_dir=models_dir))  # as served here: int8 on a CPU
     started = time.perf_counter()
     ppl = served_perplexity(poet, [p.text for p in data.test])
     ppl_seconds = time.perf_counter() - started
-    timing = step_ms(poet)
+    graphs = {poet.precision: poet}
+    other = "float32" if poet.precision == "int8" else "int8"
+    if other == "float32" or "poet_step_int8" in poet.manifest.graphs:
+        graphs[other] = Poet(models_dir / "poet", Settings(models_dir=models_dir, poet_precision=other))
+    perplexities = {name: round(ppl if g is poet else served_perplexity(g, [p.text for p in data.test]), 3)
+                    for name, g in graphs.items()}  # fmt: skip
+    timing = step_ms(graphs)
     written = generate(client, poet.manifest.vocab)
     real = reference(data)
     sets = {kind: [p["poem"] for p in ps] for kind, ps in written["poems"].items()} | {"real": real}
@@ -176,7 +161,10 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
         "model": {"version": poet.version, "config": poet.manifest.model_extra.get("config")},
         "test_poems": len(data.test),
         "test_characters": sum(len(p.text) for p in data.test),
+        "precision_served": poet.precision,
+        "weights": poet.manifest.model_extra.get("weights"),
         "test_perplexity_served": round(ppl, 3),
+        "test_perplexity_by_graph": perplexities,
         "test_perplexity_pytorch_float32": training.get("test_perplexity_pytorch"),
         "perplexity_seconds": round(ppl_seconds, 1),
         "step_ms_batch_64": timing,
@@ -195,18 +183,23 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
 def markdown(results: dict) -> str:
     d2, rep = results["distinct_2"], results["repeated_line_rate"]
     torch_ppl = results["test_perplexity_pytorch_float32"]
+    by_graph, steps = results["test_perplexity_by_graph"], results["step_ms_batch_64"]
+    served = results["precision_served"]
+    others = [f"| the same, {GRAPHS[name]} | {value:.2f} |" for name, value in by_graph.items() if name != served]
     lines = [
         f"Poet {results['model']['version']}, measured {results['measured']} with `python -m bench.poet_quality`:",
         "",
         "| measure | value |",
         "|---|---|",
-        f"| test perplexity, served graph (float16 weights, ONNX Runtime), {results['test_poems']:,} poems, "
-        f"{results['test_characters']:,} characters + `<eos>` | **{results['test_perplexity_served']:.2f}** |",
+        f"| test perplexity, the graph served on this machine ({results['precision_served']}, ONNX Runtime), "
+        f"{results['test_poems']:,} poems, {results['test_characters']:,} characters + `<eos>` | "
+        f"**{results['test_perplexity_served']:.2f}** |",
+        *others,
         f"| the same in PyTorch, float32 (training's own evaluation) | {torch_ppl:.2f} |"
         if torch_ppl
         else "| the same in PyTorch, float32 | not recorded |",
-        f"| one step at 64 rows, float16-stored file ÷ float32 file (median of 100) | "
-        f"{results['step_ms_batch_64']['float16_stored']:.2f} ms ÷ {results['step_ms_batch_64']['float32']:.2f} ms |",
+        f"| one step at 64 rows on this machine, {' ÷ '.join(f'{n} graph' for n in steps)} (median of 100) | "
+        f"{' ÷ '.join(f'{ms:.2f} ms' for ms in steps.values())} |",
         f"| artifact size (`models/poet/`) | {results['artifact_bytes'] / 1e6:.1f} MB |",
         f"| requests in exactly their form ({results['requests']}: 4 forms × 25 × greedy, sampled, acrostic) | "
         f"{100 * results['in_form_rate']:.1f}% |",

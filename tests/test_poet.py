@@ -18,6 +18,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.artifacts import ArtifactError
 from app.batching import Overloaded
 from app.continuous import ContinuousBatcher
 from app.main import create_app
@@ -25,7 +26,7 @@ from app.poet import FORMS, PoemRequestError, PoemRows, Poet
 from app.settings import Settings
 from tests.conftest import tiny_poet_args
 from training import poet_data
-from training.export import export_poet, load_poet
+from training.export import export_poet, load_poet, write_poet_artifact
 from training.poet import make_optimizer
 from training.poet_model import PoetLM
 
@@ -137,12 +138,19 @@ def test_resume_continues_from_the_last_epoch(tiny_tang_dir: Path, tiny_poet_run
 # --- export ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fp16", [False, True])
-def test_step_graph_matches_pytorch(tiny_poet_run: Path, tmp_path: Path, fp16: bool) -> None:
+# Float graphs: the rounding of stored weights only; the int8 graph also quantizes activations at run time.
+# The int8 bounds are about four times the worst error seen on the tiny model (2.7e-3 for both).
+TOLERANCE = {"fp32": 1e-5, "fp16": 2e-3, "int8": 1e-2, "int8 graph": 1e-2}
+
+
+@pytest.mark.parametrize("storage", ["fp32", "fp16", "int8", "int8 graph"])
+def test_step_graph_matches_pytorch(tiny_poet_run: Path, tmp_path: Path, storage: str) -> None:
     model, _ = load_poet(tiny_poet_run / "best.pt")
-    path = export_poet(model, tmp_path, fp16=fp16)
+    paths = export_poet(model, tmp_path, storage="fp32" if storage == "int8 graph" else storage, int8=True)
+    path = paths["poet_step_int8" if storage == "int8 graph" else "poet_step"]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    tolerance = 2e-3 if fp16 else 1e-5
+    torch.manual_seed(0)
+    tolerance, agree, total = TOLERANCE[storage], 0, 0
     for batch in (1, 3, 17):
         token = torch.randint(4, model.config["vocab_size"], (batch,))
         h, c = model.initial_state(batch)
@@ -152,14 +160,29 @@ def test_step_graph_matches_pytorch(tiny_poet_run: Path, tmp_path: Path, fp16: b
             got = session.run(None, {"token": token.numpy(), "h": h.numpy(), "c": c.numpy()})
             for e, g in zip(expected, got, strict=True):
                 np.testing.assert_allclose(g, e.numpy(), atol=tolerance, rtol=tolerance)
+            agree += int((got[0].argmax(axis=1) == expected[0].argmax(dim=1).numpy()).sum())
+            total += batch
             token, h, c = expected[0].argmax(dim=1), expected[1], expected[2]
+    assert agree / total >= (1.0 if storage in ("fp32", "fp16") else 0.9)
 
 
-def test_fp16_storage_halves_the_file(tiny_poet_run: Path, tmp_path: Path) -> None:
+def test_weight_storage_shrinks_the_file(tiny_poet_run: Path, tmp_path: Path) -> None:
     model, _ = load_poet(tiny_poet_run / "best.pt")
-    full = export_poet(model, tmp_path / "fp32", fp16=False).stat().st_size
-    half = export_poet(model, tmp_path / "fp16", fp16=True).stat().st_size
-    assert half < 0.6 * full
+    paths = {s: export_poet(model, tmp_path / s, storage=s)["poet_step"] for s in ("fp32", "fp16", "int8")}
+    size = {s: path.stat().st_size for s, path in paths.items()}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    assert size["int8"] < 0.4 * size["fp32"]
+
+
+def test_int8_graph_on_a_cpu_float_graph_when_asked(tiny_poet_run: Path, tmp_path: Path) -> None:
+    write_poet_artifact(tiny_poet_run / "best.pt", tmp_path / "poet", version="0.0.1", int8=True)
+    assert Poet(tmp_path / "poet", Settings(providers="cpu")).precision == "int8"
+    assert Poet(tmp_path / "poet", Settings(providers="cpu", poet_precision="float32")).precision == "float32"
+    write_poet_artifact(tiny_poet_run / "best.pt", tmp_path / "poet", version="0.0.1", int8=False)
+    assert not (tmp_path / "poet" / "poet_step.int8.onnx").exists()
+    assert Poet(tmp_path / "poet", Settings(providers="cpu")).precision == "float32"
+    with pytest.raises(ArtifactError, match=r"poet/manifest\.json: no int8 graphs"):
+        Poet(tmp_path / "poet", Settings(poet_precision="int8"))
 
 
 # --- decoding ----------------------------------------------------------------------------------------------------

@@ -385,6 +385,48 @@ def store_fp16(path: Path, min_elements: int = 1024) -> None:
     onnx.save(model, str(path))
 
 
+def store_int8(path: Path, min_elements: int = 1024) -> None:
+    """Store the graph's large weights (the embedding, LSTM and output matrices) as int8 with one scale per
+    output channel, each followed by a DequantizeLinear back to float32.
+
+    A quarter of the float32 file. ONNX Runtime folds the DequantizeLinear nodes into float32 weights when it
+    loads the graph with QDQ fusion off (app/artifacts.py does that for this graph), so it computes in float32
+    on any provider, a GPU's included; only the rounding of the weights changes (measured by bench/poet_quality.py).
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    # (op, input index) → the weight's output-channel axis; biases and small tensors stay float32.
+    channel_axis = {("LSTM", 1): 1, ("LSTM", 2): 1, ("MatMul", 1): 1, ("Gather", 0): 0}
+    use = {name: (node.op_type, i) for node in graph.node for i, name in enumerate(node.input)}
+    dequantize, kept = [], []
+    for init in graph.initializer:
+        weights = numpy_helper.to_array(init)
+        axis = channel_axis.get(use.get(init.name, ("", -1)))
+        if weights.dtype != np.float32 or weights.size < min_elements or axis is None:
+            kept.append(init)
+            continue
+        others = tuple(a for a in range(weights.ndim) if a != axis)
+        scale = (np.abs(weights).max(axis=others) / 127).astype(np.float32)
+        scale[scale == 0] = 1
+        shape = [1] * weights.ndim
+        shape[axis] = -1
+        quantized = np.clip(np.round(weights / scale.reshape(shape)), -127, 127).astype(np.int8)
+        names = [f"{init.name}__int8", f"{init.name}__scale", f"{init.name}__zero"]
+        zero = np.zeros(scale.shape, np.int8)
+        kept += [numpy_helper.from_array(x, n) for x, n in zip((quantized, scale, zero), names, strict=True)]
+        dequantize.append(helper.make_node("DequantizeLinear", names, [init.name], axis=axis))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(dequantize + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+POET_STORAGE = {"int8": store_int8, "fp16": store_fp16, "fp32": None}
+
+
 def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = PoetLM(**state["config"])
@@ -392,21 +434,30 @@ def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
     return model.eval(), state
 
 
-def export_poet(model: PoetLM, out: Path, fp16: bool) -> Path:
+def export_poet(model: PoetLM, out: Path, storage: str = "int8", int8: bool = False) -> dict[str, Path]:
+    """Write poet_step.onnx, its weights stored as `storage` (int8, fp16 or fp32; computed in float32), and with
+    `int8` also poet_step.int8.onnx, ONNX Runtime's dynamic quantization of the float32 graph, for a CPU."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "poet_step.onnx"
     h, c = model.initial_state(2)
     with torch.no_grad():
         _export(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), path)
-    if fp16:
-        store_fp16(path)
-    return path
+    paths = {"poet_step": path}
+    if int8:
+        paths["poet_step_int8"] = path.with_suffix(".int8.onnx")
+        quantize_int8(path, paths["poet_step_int8"])
+    else:  # an export without it leaves no int8 graph of other weights behind
+        path.with_suffix(".int8.onnx").unlink(missing_ok=True)
+    if store := POET_STORAGE[storage]:
+        store(path)
+    return paths
 
 
-def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = True) -> dict:
+def write_poet_artifact(checkpoint: Path, out: Path, version: str, storage: str = "int8", int8: bool = False) -> dict:
     model, state = load_poet(checkpoint)
-    previous_weights = weights_digest(out / "poet_step.onnx")
-    path = export_poet(model, out, fp16)
+    served = "poet_step.int8.onnx" if int8 else "poet_step.onnx"  # what the measured quality was measured on
+    previous_weights = weights_digest(out / served)
+    paths = export_poet(model, out, storage, int8)
     summary = read_summary(checkpoint.parent)
     vocab = state["vocab"]
     data = dict(state["data"])
@@ -418,7 +469,10 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "architecture": "character language model: embedding, LSTM, linear; served one character per step",
         "config": state["config"],
-        "weights": "float16 in the file, float32 in compute" if fp16 else "float32",
+        "weights": f"{storage} in poet_step.onnx, float32 in compute"
+        + ("; poet_step.int8.onnx: int8, activations quantized at run time" if int8 else ""),
+        # On a CPU the service runs the *_int8 graph when there is one, on a GPU the float one.
+        "precision": {"float32": ["poet_step"], "int8": [n for n in paths if n.endswith("_int8")]},
         "training": {
             "best_epoch": state["epoch"],
             "valid_perplexity": state["valid_perplexity"],
@@ -430,11 +484,11 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, fp16: bool = 
         "vocab": vocab,
         "special_tokens": {name.strip("<>"): vocab.index(name) for name in ("<pad>", "<unk>", "<bos>", "<eos>")},
         "limits": {"max_chars": 200},
-        "graphs": {"poet_step": {"file": path.name, **_io_spec(poet_io(model.config))}},
+        "graphs": {name: {"file": path.name, **_io_spec(poet_io(model.config))} for name, path in paths.items()},
         "quality": {},
-        "files": {path.name: sha256_file(path)},
+        "files": {path.name: sha256_file(path) for path in paths.values()},
     }
-    return write_manifest(out, manifest, path.name, previous_weights)
+    return write_manifest(out, manifest, served, previous_weights)
 
 
 WRITERS = {"speller": write_speller_artifact, "classifier": write_classifier_artifact, "poet": write_poet_artifact}
@@ -448,15 +502,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="default: models/<model>")
     parser.add_argument("--version", default="1.0.0")
-    parser.add_argument("--fp32", action="store_true", help="poet: keep float32 weights in the file")
-    parser.add_argument("--int8", action="store_true", help="speller: int8 weights (dynamic quantization)")
+    parser.add_argument(
+        "--storage", choices=sorted(POET_STORAGE), default="int8", help="poet: how poet_step.onnx stores its weights"
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="speller, poet: also int8 graphs for a CPU (dynamic quantization)"
+    )
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or [Path("runs") / args.model / "best.pt"]
     if args.model in ("speller", "poet"):
         (checkpoint,) = checkpoint
     args.out = args.out or Path("models") / args.model
     if args.model == "poet":
-        manifest = write_poet_artifact(checkpoint, args.out, args.version, fp16=not args.fp32)
+        manifest = write_poet_artifact(checkpoint, args.out, args.version, storage=args.storage, int8=args.int8)
     elif args.model == "speller":
         manifest = write_speller_artifact(checkpoint, args.out, args.version, int8=args.int8)
     else:
