@@ -246,6 +246,21 @@ def test_sampling_is_fixed_by_the_seed_whatever_the_batch(poet: Poet) -> None:
     assert other.poem != alone.poem and alone.seed == 42
 
 
+def test_a_draw_is_the_inverse_cdf_of_the_softmax() -> None:
+    """float32 throughout, against float64: each u halfway between two cumulative probabilities picks the
+    column whose probability mass holds it; columns at -inf (masked) are never picked."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (3, 40)).astype(np.float32)
+    logits[:, ::7] = -np.inf
+    for row in logits:
+        p = np.exp(row.astype(np.float64) - row.max())
+        cdf = np.cumsum(p / p.sum())
+        live = np.flatnonzero(p > 0)
+        u = (np.concatenate([[0.0], cdf[:-1]])[live] + cdf[live]) / 2  # the middle of each live column's mass
+        got = Poet._draw(np.repeat(row[None, :], len(u), axis=0), u)
+        assert (got == live).all()
+
+
 def test_a_repeated_character_pair_is_struck_from_the_choices(poet: Poet) -> None:
     chun, feng = poet.char_id["春"], poet.char_id["风"]
     rows = poet.rows([poet.plan("wuyan_jueju")])
