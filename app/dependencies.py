@@ -1,4 +1,8 @@
-"""FastAPI dependencies: what a route needs, taken from the app's state rather than module globals."""
+"""FastAPI dependencies: what a route needs, taken from the app's state rather than module globals.
+
+All `async def`, though none awaits: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
+for each one on every request, which on a busy core waits for the interpreter lock that the model's thread
+holds (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -12,15 +16,15 @@ from app.registry import ModelRegistry
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -32,24 +36,24 @@ def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher 
     return batcher
 
 
-def get_speller(request: Request) -> DynamicBatcher | ContinuousSpeller:
+async def get_speller(request: Request) -> DynamicBatcher | ContinuousSpeller:
     """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts or words."""
     return _batcher(request, "speller")
 
 
-def get_classifier(request: Request) -> DynamicBatcher:
+async def get_classifier(request: Request) -> DynamicBatcher:
     """The classifier's scheduler: names in, Classification out, batched with other requests' names."""
     return _batcher(request, "classifier")
 
 
-def get_poet(request: Request) -> ContinuousBatcher[Poet]:
+async def get_poet(request: Request) -> ContinuousBatcher[Poet]:
     """The poet's scheduler: plans in, poems out, one character of every live poem per step."""
     return _batcher(request, "poet")
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """JSON bodies only, and none larger than the settings allow (checked before the body is read)."""
-    limit = get_settings(request).max_body_bytes
+    limit = request.app.state.settings.max_body_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise HTTPException(413, f"the body has {length} bytes; the limit is {limit}")
