@@ -119,7 +119,7 @@ clean:
 
 # The bundled poet (v1.3.0) trained on a GPU into runs/poet_gpu; v1.2.0 (2 x 512) on 2 CPU cores into runs/poet.
 POET_RUN ?= runs/poet_gpu
-POET_VERSION ?= 1.3.0
+POET_VERSION ?= 1.4.0
 POET_MINUTES ?= 85
 POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --batch-size 16 --threads 2
 
@@ -137,9 +137,9 @@ poet-train: install-test
 poet-resume: install-test
 	$(POET) --max-minutes $(POET_MINUTES) --resume $(POET_RUN)/last.pt
 
-## Export the trained poet to models/poet (float16 weights) and measure it.
+## Export the trained poet to models/poet (int8-stored float graph, int8 graph for a CPU) and measure it.
 poet-artifact: install-test
-	$(PY) -m training.export poet --checkpoint $(POET_RUN)/best.pt --version $(POET_VERSION)
+	$(PY) -m training.export poet --checkpoint $(POET_RUN)/best.pt --version $(POET_VERSION) --int8
 	cp $(POET_RUN)/curves.png docs/poet_curves.png
 	$(MAKE) poet-measure
 
