@@ -122,7 +122,8 @@ def choose_precision(folder: Path, manifest: Manifest, int8_graphs: set[str], se
     ONNX Runtime's quantized LSTM would fall back to the CPU; a setting other than auto decides otherwise."""
     has_int8 = int8_graphs <= set(manifest.graphs)
     if setting == "int8" and not has_int8:
-        raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but {manifest.name}'s precision is int8")
+        variable = f"CHARSERVE_{manifest.name.upper()}_PRECISION"
+        raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but {variable}=int8")
     if setting != "auto":
         return setting
     on_gpu = select_providers(providers)[0] == "CUDAExecutionProvider"

@@ -360,6 +360,18 @@ def poet_io(config: dict) -> dict:
     }
 
 
+def _save_rewritten(model: onnx.ModelProto, path: Path, initializers: list, first_nodes: list) -> None:
+    """The graph with `initializers` in place of its own and `first_nodes` ahead of its nodes, checked, saved."""
+    graph = model.graph
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(first_nodes + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def store_fp16(path: Path, min_elements: int = 1024) -> None:
     """Store the graph's large float32 weights as float16, each followed by a Cast back to float32.
 
@@ -376,13 +388,7 @@ def store_fp16(path: Path, min_elements: int = 1024) -> None:
             continue
         kept.append(numpy_helper.from_array(array.astype(np.float16), f"{init.name}__fp16"))
         casts.append(helper.make_node("Cast", [f"{init.name}__fp16"], [init.name], to=onnx.TensorProto.FLOAT))
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    _save_rewritten(model, path, kept, casts)
 
 
 def store_int8(path: Path, min_elements: int = 1024) -> None:
@@ -415,13 +421,7 @@ def store_int8(path: Path, min_elements: int = 1024) -> None:
         zero = np.zeros(scale.shape, np.int8)
         kept += [numpy_helper.from_array(x, n) for x, n in zip((quantized, scale, zero), names, strict=True)]
         dequantize.append(helper.make_node("DequantizeLinear", names, [init.name], axis=axis))
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(dequantize + nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    _save_rewritten(model, path, kept, dequantize)
 
 
 POET_STORAGE = {"int8": store_int8, "fp16": store_fp16, "fp32": None}
