@@ -169,6 +169,20 @@ def quantize_int8(source: Path, target: Path) -> None:
     onnx.checker.check_model(onnx.load(str(target)))
 
 
+def with_int8_copies(paths: dict[str, Path], int8: bool) -> dict[str, Path]:
+    """`paths` (graph name → float32 file), and with `int8` each graph's int8 copy beside it as `<name>_int8`
+    (file `<stem>.int8.onnx`). Without, any int8 copy an earlier export left is removed: it would hold other
+    weights."""
+    paths = dict(paths)
+    for name, path in list(paths.items()):
+        if int8:
+            paths[f"{name}_int8"] = path.with_suffix(".int8.onnx")
+            quantize_int8(path, paths[f"{name}_int8"])
+        else:
+            path.with_suffix(".int8.onnx").unlink(missing_ok=True)
+    return paths
+
+
 def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, Path]:
     """Write encoder.onnx and decoder_step.onnx for `model` into `out`, and with `int8` also their int8 copies
     (encoder.int8.onnx, decoder_step.int8.onnx), which the service runs on a CPU."""
@@ -186,15 +200,7 @@ def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, P
         token = torch.tensor([1, 1, 1, 1, 1, 1])  # three rows per word, so the graph does not fix the group size
         h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
         _export(SpellerDecoderStep(model).eval(), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
-    paths = {"encoder": encoder_path, "decoder_step": decoder_path}
-    if int8:
-        for name, path in list(paths.items()):
-            paths[f"{name}_int8"] = path.with_suffix(".int8.onnx")
-            quantize_int8(path, paths[f"{name}_int8"])
-    else:  # a float32-only export leaves no int8 graphs of other weights behind
-        for path in (encoder_path, decoder_path):
-            path.with_suffix(".int8.onnx").unlink(missing_ok=True)
-    return paths
+    return with_int8_copies({"encoder": encoder_path, "decoder_step": decoder_path}, int8)
 
 
 def write_speller_artifact(checkpoint: Path, out: Path, version: str, int8: bool = False) -> dict:
@@ -442,12 +448,7 @@ def export_poet(model: PoetLM, out: Path, storage: str = "int8", int8: bool = Fa
     h, c = model.initial_state(2)
     with torch.no_grad():
         _export(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), path)
-    paths = {"poet_step": path}
-    if int8:
-        paths["poet_step_int8"] = path.with_suffix(".int8.onnx")
-        quantize_int8(path, paths["poet_step_int8"])
-    else:  # an export without it leaves no int8 graph of other weights behind
-        path.with_suffix(".int8.onnx").unlink(missing_ok=True)
+    paths = with_int8_copies({"poet_step": path}, int8)  # quantized from the float32 graph, before storage
     if store := POET_STORAGE[storage]:
         store(path)
     return paths
