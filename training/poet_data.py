@@ -10,19 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.speller_data import sha256_file
+from training import npm
 
 PACKAGE = "chinese-poetry@2.0.1"
 TARBALL = "chinese-poetry-2.0.1.tgz"
 TARBALL_SHA256 = "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86"
 TANG_DIR = "package/dist/quantangshi"
-DEFAULT_CACHE = Path.home() / ".cache" / "charserve"
+DEFAULT_CACHE = npm.DEFAULT_CACHE
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = [PAD, UNK, BOS, EOS]
@@ -43,20 +41,8 @@ class Poem:
 
 def fetch(cache: Path = DEFAULT_CACHE) -> Path:
     """The package's Tang folder, downloaded with `npm pack` and unpacked into `cache` the first time."""
-    folder = cache / "chinese-poetry-2.0.1" / TANG_DIR
-    if folder.is_dir():
-        return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / TARBALL
-    if not tarball.exists():
-        subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", str(cache)], check=True, capture_output=True)
-    digest = sha256_file(tarball)
-    if digest != TARBALL_SHA256:
-        raise RuntimeError(f"{tarball}: sha256 {digest}, expected {TARBALL_SHA256}; delete it and fetch again")
-    with tarfile.open(tarball) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith(f"{TANG_DIR}/") and ".tang." in m.name]
-        archive.extractall(cache / "chinese-poetry-2.0.1", members=members, filter="data")
-    return folder
+    root = npm.fetch(PACKAGE, TARBALL_SHA256, lambda name: name.startswith(f"{TANG_DIR}/") and ".tang." in name, cache)
+    return root / TANG_DIR
 
 
 def read_folder(folder: Path) -> tuple[list[dict], set[str]]:
