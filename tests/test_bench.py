@@ -94,11 +94,16 @@ def test_served_perplexity_equals_training_perplexity(tiny_artifact: Path, tiny_
     assert served_perplexity(poet, texts) == pytest.approx(expected, rel=2e-3)
 
 
-def test_the_peer_given_the_word_list_reads_each_word_as_its_frequency_class() -> None:
+def test_the_peer_given_a_lexicon_reads_each_word_as_one_token_of_its_numbers() -> None:
     from bench.classifier_baseline import word_classes
+    from training.classifier_data import Lexicon
 
-    tokens = word_classes({"the": 1.0, "river": 0.44, "palace": 0.35})
-    assert tokens(["The_River_(film)", "%C5%BDeljko_Palace", "1999"]) == ["f10 f4 unknown", "unknown f4", "none"]
+    frequency = Lexicon({"the": (1.0,), "river": (0.44,), "palace": (0.35,)}, ("log_frequency",))
+    tokens = word_classes(frequency)
+    assert tokens(["The_River_(film)", "%C5%BDeljko_Palace", "1999"]) == ["0_10 0_4 unknown", "unknown 0_4", "none"]
+    values = {"castle": (0.5, 0.0, 0.5), "boston": (0.0, 1.0, 1.0)}
+    senses = Lexicon(values, ("artifact", "location", "verb"), (("s", ""),))
+    assert word_classes(senses)(["Castles_of_Boston"]) == ["0_5+2_5 unknown 1_10+2_10"]
 
 
 def test_collection_pauses_are_summarised_by_count_median_and_worst() -> None:

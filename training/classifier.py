@@ -22,13 +22,12 @@ from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, pr
 from torch import nn
 from tqdm import tqdm
 
-from training import classifier_data
+from training import classifier_data, wordnet
 from training.classifier_data import (
     LABELS,
-    LEXICON_CHANNELS,
     Example,
+    Lexicon,
     lexicon_spans,
-    lexicon_values,
     read_lexicon,
 )
 from training.classifier_model import NameClassifier
@@ -49,31 +48,35 @@ def clip(name: str, max_len: int, keep_end: bool) -> str:
     return name[-max_len:] if keep_end else name[:max_len]
 
 
-def lexicon_tensor(names: list[str], values: dict[str, float], width: int) -> torch.Tensor:
-    """[B, width, LEXICON_CHANNELS]: each known word's value and 1 at its characters (classifier_data.lexicon_spans)."""
-    features = torch.zeros(len(names), width, LEXICON_CHANNELS)
+def lexicon_tensor(names: list[str], lexicon: Lexicon, width: int) -> torch.Tensor:
+    """[B, width, lexicon.channels]: each known word's vector and 1 at its characters (classifier_data.Lexicon)."""
+    features = torch.zeros(len(names), width, lexicon.channels)
     for row, name in enumerate(names):
-        for start, end, value in lexicon_spans(name, values):
-            features[row, start:end] = torch.tensor([value, 1.0])
+        for start, end, value in lexicon_spans(name, lexicon):
+            features[row, start:end] = torch.tensor([*value, 1.0])
     return features
 
 
-def run_model(model: NameClassifier, names: list[str], char_id: dict[str, int], lexicon: dict[str, float] | None):
+def run_model(model: NameClassifier, names: list[str], char_id: dict[str, int], lexicon: Lexicon | None):
     """Logits of `names` (already clipped), the lexicon's features given when the model reads them."""
     ids, lengths = encode(names, char_id)
     features = lexicon_tensor(names, lexicon, ids.size(1)) if model.config.get("lexicon") else None
     return model(ids, lengths, features)
 
 
-def checkpoint_lexicon(state: dict) -> dict[str, float] | None:
-    """The lexicon values a checkpoint's model reads (None: it reads none), from the list it was trained with."""
+def checkpoint_lexicon(state: dict) -> Lexicon | None:
+    """The lexicon a checkpoint's model reads (None: it reads none), rebuilt from the source it was trained
+    with and checked against the digest of the table it learned from (older runs recorded the file's)."""
     source = state.get("lexicon")
     if not source:
         return None
     path = Path(source["path"])
-    if sha256_file(path) != source["sha256"]:
-        raise ValueError(f"{path}: not the word list this classifier was trained with (sha256 differs)")
-    return lexicon_values(read_lexicon(path))
+    if not path.exists() and source.get("package") == wordnet.PACKAGE:  # trained on another machine: fetch it here
+        path = wordnet.fetch()
+    lexicon = read_lexicon(path)
+    if source["sha256"] not in {lexicon.digest(), sha256_file(path) if path.is_file() else None}:
+        raise ValueError(f"{source['path']}: not the lexicon this classifier was trained with (sha256 differs)")
+    return lexicon
 
 
 def encode(names: list[str], char_id: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +93,7 @@ def predict(
     model: NameClassifier,
     names: list[str],
     char_id: dict[str, int],
-    lexicon: dict[str, float] | None = None,
+    lexicon: Lexicon | None = None,
     batch_size: int = 512,
 ) -> torch.Tensor:
     """Class probabilities [N, classes] in input order."""
@@ -129,7 +132,7 @@ def save_confusion(labels: list[int], predicted: list[int], path: Path, title: s
 
 
 def evaluate(
-    model: NameClassifier, examples: list[Example], char_id: dict[str, int], args, lexicon: dict[str, float] | None
+    model: NameClassifier, examples: list[Example], char_id: dict[str, int], args, lexicon: Lexicon | None
 ) -> tuple[dict, list[int]]:
     names = [clip(n, args.max_len, args.keep_end) for n, _ in examples]
     labels = [y for _, y in examples]
@@ -145,7 +148,15 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
 
 
-def save_checkpoint(model: NameClassifier, vocab: list[str], args: argparse.Namespace, epoch: int, valid: dict) -> None:
+def lexicon_record(source: Path, lexicon: Lexicon) -> dict:
+    """Where a run's lexicon came from and the digest of its table; WordNet also by its npm package."""
+    record = {"path": str(source), "sha256": lexicon.digest()}
+    return record | ({"package": wordnet.PACKAGE} if lexicon.names == wordnet.CHANNELS else {})
+
+
+def save_checkpoint(
+    model: NameClassifier, vocab: list[str], args: argparse.Namespace, lexicon: Lexicon | None, epoch: int, valid: dict
+) -> None:
     checkpoint = {
         "config": model.config,
         "state_dict": model.state_dict(),
@@ -153,8 +164,9 @@ def save_checkpoint(model: NameClassifier, vocab: list[str], args: argparse.Name
         "labels": LABELS,
         "max_len": args.max_len,
         "keep_end": args.keep_end,
-        # The list itself goes into the artifact at export; its digest says which one this model learned from.
-        "lexicon": {"path": str(args.lexicon), "sha256": sha256_file(args.lexicon)} if args.lexicon else None,
+        # The table goes into the artifact at export, rebuilt from the source; its digest says which one this
+        # model learned from.
+        "lexicon": lexicon_record(args.lexicon, lexicon) if lexicon else None,
         "epoch": epoch,
         "valid": valid,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -179,8 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--lexicon", type=Path,
-        help="a `word<TAB>count` list (models/speller/dictionary.txt): the model also reads, per character, what "
-        "the list knows of its word",
+        help="`wordnet` (fetched with npm the first time), a WordNet dict/ folder, or a `word<TAB>count` list "
+        "(models/speller/dictionary.txt): the model also reads, per character, what it knows of the character's word",
     )  # fmt: skip
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--patience", type=int, default=4, help="epochs without a better validation macro-F1")
@@ -206,7 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = classifier_data.build(args.data)
-    lexicon = lexicon_values(read_lexicon(args.lexicon)) if args.lexicon else None
+    if args.lexicon == Path("wordnet"):
+        args.lexicon = wordnet.fetch()
+    lexicon = read_lexicon(args.lexicon) if args.lexicon else None
     train = data.train[: args.limit] if args.limit else data.train
     valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
     # A refit learns from the validation names too, so nothing is left to select on: the epoch count and the
@@ -220,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = NameClassifier(
         len(data.vocab), len(LABELS), args.emb, args.hidden, args.dense, args.bidirectional, args.max_pool,
-        args.dropout, args.ngram_buckets, args.ngram_dim, lexicon=LEXICON_CHANNELS if args.lexicon else 0,
+        args.dropout, args.ngram_buckets, args.ngram_dim, lexicon=lexicon.channels if lexicon else 0,
     )  # fmt: skip
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
@@ -254,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
             if epoch == args.epochs:
                 best_index = replayed["best_epoch"] - 1  # what selected this configuration, for the record
                 validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
-                save_checkpoint(model, data.vocab, args, epoch, {"refit_of": str(args.refit_from), **validated})
+                record = {"refit_of": str(args.refit_from), **validated}
+                save_checkpoint(model, data.vocab, args, lexicon, epoch, record)
             continue
         metrics, _ = evaluate(model, valid, char_id, args, lexicon)
         scheduler.step(metrics["macro_f1"])
@@ -269,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         save_curves(history, args.out / "curves.png", f"classifier ({args.preset})")
         if metrics["macro_f1"] > best:
             best, since_best = metrics["macro_f1"], 0
-            save_checkpoint(model, data.vocab, args, epoch, {k: v for k, v in metrics.items() if k != "per_class"})
+            record = {k: v for k, v in metrics.items() if k != "per_class"}
+            save_checkpoint(model, data.vocab, args, lexicon, epoch, record)
         else:
             since_best += 1
             if since_best >= args.patience:

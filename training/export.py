@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from training import poet_data
+from training.classifier import checkpoint_lexicon
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.poet_model import PoetLM
 from training.speller_data import sha256_file
@@ -255,7 +256,8 @@ class ClassifierGraph(nn.Module):
         return torch.softmax(self.model(ids, lengths, lexicon), dim=-1)
 
 
-LEXICON_FILE = "lexicon.txt"
+LEXICON_FILE = "lexicon.tsv"
+LEXICON_LICENSE = "LEXICON_LICENSE"  # WordNet's licence asks that its notice go with what is made from it
 
 
 def classifier_io(lexicon: int) -> dict:
@@ -300,19 +302,25 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
     previous_weights = weights_digest(out / "classifier.onnx")
     path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out, channels)
     files = {path.name: sha256_file(path)}
-    lexicon = {}
-    stale = out / LEXICON_FILE
-    stale.unlink(missing_ok=True)
+    lexicon_spec = {}
+    for stale in (out / LEXICON_FILE, out / LEXICON_LICENSE, out / "lexicon.txt"):  # lexicon.txt: before the table
+        stale.unlink(missing_ok=True)
     if channels:
-        source = next(s["lexicon"] for _, s in loaded if s.get("lexicon"))
-        shutil.copyfile(source["path"], out / LEXICON_FILE)
+        state_with = next(s for _, s in loaded if s.get("lexicon"))
+        lexicon = checkpoint_lexicon(state_with)  # rebuilt from its source, checked against what was learned
+        assert lexicon is not None
+        (out / LEXICON_FILE).write_text(lexicon.table(), encoding="utf-8")
         files[LEXICON_FILE] = sha256_file(out / LEXICON_FILE)
-        if files[LEXICON_FILE] != source["sha256"]:  # the list changed since training: not what the model learned
-            raise ValueError(f"{source['path']}: not the word list the classifier was trained with (sha256 differs)")
-        lexicon = {"lexicon": {
-            "file": LEXICON_FILE, "source": source["path"], "channels": channels,
-            "features": "per character of a word the list has (lowercased; a word is a run of letters): "
-            "log10(count + 1) / log10(largest count + 1), and 1; elsewhere 0 and 0",
+        if lexicon.license is not None:
+            shutil.copyfile(lexicon.license, out / LEXICON_LICENSE)
+            files[LEXICON_LICENSE] = sha256_file(out / LEXICON_LICENSE)
+        lexicon_spec = {"lexicon": {
+            "file": LEXICON_FILE, "source": state_with["lexicon"]["path"], "channels": channels,
+            "names": [*lexicon.names, "known"],
+            "features": "at each character of a word the table has (a word is a run of letters, lowercased; a word "
+            "it lacks is tried again with each suffix rule of the table's header), the word's numbers and 1; "
+            "elsewhere zeros",
+            **({"license": LEXICON_LICENSE} if lexicon.license is not None else {}),
         }}  # fmt: skip
     summary = read_summary(checkpoints[0].parent)
     manifest = {
@@ -321,7 +329,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "architecture": (
             "character LSTMs over the name, forward and reversed: final states + max over time, ReLU layer"
-            + ("; beside each character's embedding, what a word list knows of its word" if channels else "")
+            + ("; beside each character's embedding, what a lexicon knows of its word" if channels else "")
             + (f"; {len(loaded)} such models, their probabilities averaged" if len(loaded) > 1 else "")
         ),
         "config": [s["config"] for _, s in loaded],
@@ -335,7 +343,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "preprocessing": ["percent-decode (urllib.parse.unquote)", "'_' → ' '", "Unicode NFC", "strip"],
         "limits": {"max_len": state["max_len"]},
         "keep_end": state["keep_end"],
-        **lexicon,
+        **lexicon_spec,
         "graphs": {"classifier": {"file": path.name, **_io_spec(classifier_io(channels))}},
         "quality": {},
         "files": files,
