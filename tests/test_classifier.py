@@ -73,6 +73,9 @@ def test_a_lexicon_table_reads_back_exactly(tiny_dbpedia_dir: Path, tmp_path: Pa
         again = classifier_data.read_lexicon(tmp_path / "lexicon.tsv")
         assert (again.values, again.names, again.suffix_rules) == (lexicon.values, lexicon.names, lexicon.suffix_rules)
         assert again.digest() == lexicon.digest()
+    # The same table whatever order the words were met in (WordNet's synsets are sets: their order varies by process).
+    shuffled = classifier_data.Lexicon(dict(reversed(lexicon.values.items())), lexicon.names, lexicon.suffix_rules)
+    assert shuffled.digest() == lexicon.digest()
 
 
 def test_a_word_list_lexicon_is_each_words_scaled_log_frequency(tiny_dbpedia_dir: Path) -> None:

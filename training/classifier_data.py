@@ -106,8 +106,8 @@ class Lexicon:
         written exactly (repr), so that serving reads the very values training did."""
         rules = " ".join(f"{suffix}:{replacement}" for suffix, replacement in self.suffix_rules)
         lines = ["#names\t" + " ".join(self.names), "#suffix_rules\t" + rules]
-        for word, vector in self.values.items():
-            lines.append(word + "\t" + " ".join(f"{i}:{v!r}" for i, v in enumerate(vector) if v))
+        for word in sorted(self.values):  # sorted: the same table, and digest, in every process (set order is not)
+            lines.append(word + "\t" + " ".join(f"{i}:{v!r}" for i, v in enumerate(self.values[word]) if v))
         return "\n".join(lines) + "\n"
 
     def digest(self) -> str:
