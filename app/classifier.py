@@ -80,7 +80,10 @@ class Classifier(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
-        self.session: ort.InferenceSession = open_session(folder, self.manifest.graphs["classifier"], settings)
+        # fold_dequantize: the file may store its weights as int8 (training/export.py), computed in float32
+        self.session: ort.InferenceSession = open_session(
+            folder, self.manifest.graphs["classifier"], settings, fold_dequantize=True
+        )
         self.provider: str = self.session.get_providers()[0]
         extra = self.manifest.model_extra
         self.labels: list[str] = list(extra.get("labels") or [])

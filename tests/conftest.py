@@ -232,7 +232,9 @@ def tiny_artifact(
 
     models = tmp_path_factory.mktemp("models")
     write_speller_artifact(tiny_run / "best.pt", models / "speller", version="0.0.1")
-    write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1")
+    # float32 storage, so that serving can be held to PyTorch's answers exactly; tests/test_classifier.py
+    # checks the int8 storage the bundled artifact uses on its own.
+    write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1", storage="fp32")
     write_poet_artifact(tiny_poet_run / "best.pt", models / "poet", version="0.0.1")
     return models
 

@@ -274,8 +274,11 @@ def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
     return model.eval(), state
 
 
-def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0) -> Path:
-    """`lexicon`: the channels of the lexicon input (0: the graph has none), whatever members read it."""
+def export_classifier(
+    model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0, storage: str = "fp32"
+) -> Path:
+    """`lexicon`: the channels of the lexicon input (0: the graph has none), whatever members read it; `storage`:
+    how the file stores the weights (WEIGHT_STORAGE; computed in float32 whatever it is)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "classifier.onnx"
     example: tuple[torch.Tensor, ...] = (torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4]))
@@ -283,11 +286,15 @@ def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path,
         example += (torch.rand(2, 4, lexicon),)
     with torch.no_grad():
         _export(ClassifierGraph(model.eval()).eval(), example, classifier_io(lexicon), path)
+    if store := WEIGHT_STORAGE[storage]:
+        store(path)
     return path
 
 
-def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version: str) -> dict:
-    """One checkpoint, or several trained alike (same vocabulary and limits) exported as one averaging graph."""
+def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version: str, storage: str = "int8") -> dict:
+    """One checkpoint, or several trained alike (same vocabulary and limits) exported as one averaging graph, its
+    weights stored as `storage` (int8 by default: a quarter of the file; the service folds them back to float32,
+    and bench/classifier_quality.py measures what is served)."""
     checkpoints = checkpoints if isinstance(checkpoints, list) else [checkpoints]
     loaded = [load_classifier(c) for c in checkpoints]
     state = loaded[0][1]
@@ -300,7 +307,8 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         raise ValueError("ensemble members read different lexicons")
     channels = max(m.config.get("lexicon", 0) for m in members)
     previous_weights = weights_digest(out / "classifier.onnx")
-    path = export_classifier(members[0] if len(members) == 1 else NameClassifierEnsemble(members), out, channels)
+    model = members[0] if len(members) == 1 else NameClassifierEnsemble(members)
+    path = export_classifier(model, out, channels, storage)
     files = {path.name: sha256_file(path)}
     lexicon_spec = {}
     for stale in (out / LEXICON_FILE, out / LEXICON_LICENSE, out / "lexicon.txt"):  # lexicon.txt: before the table
@@ -333,6 +341,7 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
             + (f"; {len(loaded)} such models, their probabilities averaged" if len(loaded) > 1 else "")
         ),
         "config": [s["config"] for _, s in loaded],
+        "weights": f"{storage} in classifier.onnx, float32 in compute",
         "training": [{"best_epoch": s["epoch"], "valid": s["valid"], "args": s["args"]} for _, s in loaded],
         "ensemble_members": len(members),
         "data": summary.get("sources", {}),
@@ -438,7 +447,8 @@ def store_int8(path: Path, min_elements: int = 1024) -> None:
     _save_rewritten(model, path, kept, dequantize)
 
 
-POET_STORAGE = {"int8": store_int8, "fp16": store_fp16, "fp32": None}
+# How a graph file stores its large weights; all compute in float32 (ONNX Runtime folds the conversion at load).
+WEIGHT_STORAGE = {"int8": store_int8, "fp16": store_fp16, "fp32": None}
 
 
 def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
@@ -457,7 +467,7 @@ def export_poet(model: PoetLM, out: Path, storage: str = "int8", int8: bool = Fa
     with torch.no_grad():
         _export(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), path)
     paths = with_int8_copies({"poet_step": path}, int8)  # quantized from the float32 graph, before storage
-    if store := POET_STORAGE[storage]:
+    if store := WEIGHT_STORAGE[storage]:
         store(path)
     return paths
 
@@ -512,7 +522,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default: models/<model>")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument(
-        "--storage", choices=sorted(POET_STORAGE), default="int8", help="poet: how poet_step.onnx stores its weights"
+        "--storage",
+        choices=sorted(WEIGHT_STORAGE),
+        default="int8",
+        help="poet, classifier: how the graph file stores its weights (computed in float32)",
     )
     parser.add_argument(
         "--int8", action="store_true", help="speller, poet: also int8 graphs for a CPU (dynamic quantization)"
@@ -527,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.model == "speller":
         manifest = write_speller_artifact(checkpoint, args.out, args.version, int8=args.int8)
     else:
-        manifest = WRITERS[args.model](checkpoint, args.out, args.version)
+        manifest = write_classifier_artifact(checkpoint, args.out, args.version, storage=args.storage)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
 
 
