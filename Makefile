@@ -14,7 +14,7 @@ SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.3.0
 
 .PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-refit classifier-lexicon-trial classifier-wordnet classifier-artifact poet-train poet-train-gpu poet-resume poet-artifact poet-measure poet-optimizers \
+	classifier-train classifier-refit classifier-lexicon-trial classifier-wordnet classifier-wordnet-refit classifier-artifact poet-train poet-train-gpu poet-resume poet-artifact poet-measure poet-optimizers \
 	poet-optimizers-full poet-units
 
 $(PY):
@@ -59,14 +59,15 @@ speller-measure: install-test
 	$(PY) -m bench.speller_report
 
 DBPEDIA ?= ../shared/data/dbpedia
-CLASSIFIER_RUNS ?= runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4
+CLASSIFIER_RUNS ?= runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4 \
+	runs/cls_W0 runs/cls_W1 runs/cls_W2 runs/cls_W3
 # The ensemble chosen on validation from every subset of CLASSIFIER_RUNS (docs/classifier_ensemble.md).
-CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_N1 runs/cls_N2
+CLASSIFIER_MEMBERS ?= runs/cls_B runs/cls_W1 runs/cls_W2 runs/cls_W3
 # Subsets of at most this many members (0: any); each member adds its weights and a model call per batch.
-CLASSIFIER_MAX_MEMBERS ?= 0
+CLASSIFIER_MAX_MEMBERS ?= 4
 # What is exported: the chosen members themselves, or (make classifier-refit) the same trained on train + valid.
 CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
-CLASSIFIER_VERSION ?= 1.2.0
+CLASSIFIER_VERSION ?= 1.4.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
 # Members that also read what the speller's word list knows of each word (the list is copied into the artifact).
 LEXICON_FLAGS := --dropout 0.5 --ngram-buckets 65536 --patience 8 --lexicon models/speller/dictionary.txt
@@ -111,13 +112,19 @@ classifier-wordnet: install-test
 	$(CLASSIFY) --out runs/cls_W2 $(WORDNET_FLAGS) --seed 2
 	$(CLASSIFY) --out runs/cls_W3 $(WORDNET_FLAGS) --seed 3
 
+## The members chosen on validation (CLASSIFIER_MEMBERS; cls_B's refit is classifier-refit's) on train + valid.
+classifier-wordnet-refit: install-test
+	$(CLASSIFY) --out runs/cls_W1_refit $(WORDNET_FLAGS) --seed 1 --refit-from runs/cls_W1
+	$(CLASSIFY) --out runs/cls_W2_refit $(WORDNET_FLAGS) --seed 2 --refit-from runs/cls_W2
+	$(CLASSIFY) --out runs/cls_W3_refit $(WORDNET_FLAGS) --seed 3 --refit-from runs/cls_W3
+
 ## Score every subset of the runs on validation, export the chosen members' average, measure it beside the peer.
 classifier-artifact: install-test
 	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --max-members $(CLASSIFIER_MAX_MEMBERS) \
 		--out docs/classifier_ensemble.md
 	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
 		--version $(CLASSIFIER_VERSION)
-	cp runs/cls_N1/curves.png docs/classifier_curves.png
+	cp runs/cls_W1/curves.png docs/classifier_curves.png
 	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
 
 lint: $(PY)
