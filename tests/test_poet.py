@@ -135,6 +135,25 @@ def test_resume_continues_from_the_last_epoch(tiny_tang_dir: Path, tiny_poet_run
     assert len(summary["history"]["perplexity/valid"]) == 3
 
 
+def test_a_time_bound_cut_mid_epoch_is_not_counted_as_an_epoch(tiny_tang_dir: Path, tmp_path: Path) -> None:
+    """--max-minutes stops part-way through an epoch: that part is kept as best.pt if it is better, but it does
+    not enter the history or step the schedule, and last.pt points before it, so --resume runs it again whole."""
+    import torch
+
+    from training import poet
+
+    summary = poet.main(tiny_poet_args(tiny_tang_dir, tmp_path, "--epochs", "3", "--max-minutes", "1e-9"))
+    assert summary["history"]["perplexity/valid"] == [] and summary["cut_epoch"]["epoch"] == 1
+    assert 0 < summary["cut_epoch"]["fraction"] < 1
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert last["epoch"] == 0 and last["scheduler"]["num_bad_epochs"] == 0 and last["scheduler"]["last_epoch"] == 0
+    assert best["epoch"] == 1 and best["epoch_fraction"] == summary["cut_epoch"]["fraction"]
+    resumed = poet.main(tiny_poet_args(tiny_tang_dir, tmp_path / "more", "--epochs", "2", "--resume",
+                                      str(tmp_path / "last.pt")))  # fmt: skip
+    assert len(resumed["history"]["perplexity/valid"]) == 2  # epochs 1 and 2, whole
+
+
 # --- export ------------------------------------------------------------------------------------------------------
 
 

@@ -146,10 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
             "args": {k: str(v) for k, v in vars(args).items()},
         }
 
+    cut = None  # the epoch --max-minutes stopped part-way, if it did
     for epoch in range(first_epoch, args.epochs + 1):
         model.train()
         started, total, count = time.time(), 0.0, 0
-        bar = tqdm(length_batches([(ids,) for ids in train], args.batch_size, rng), desc=f"epoch {epoch}")
+        batches = length_batches([(ids,) for ids in train], args.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}")
+        done = 0
         for batch in bar:
             inputs, targets = pad([ids for (ids,) in batch])
             state = None
@@ -164,9 +167,21 @@ def main(argv: list[str] | None = None) -> dict:
                 optimizer.step()
                 total, count = total + loss.item() * n, count + n
             bar.set_postfix(ppl=f"{math.exp(total / max(count, 1)):.1f}")
+            done += 1
             if time.time() > deadline:
                 break
         valid_ppl = perplexity(model, valid)
+        if done < len(batches):
+            # Cut by --max-minutes: not an epoch. It does not step the schedule, count towards early stopping or
+            # enter the history; last.pt says the epoch before, so --resume runs this one again whole.
+            print(f"stopped: --max-minutes {args.max_minutes} reached {done} of {len(batches)} batches into "
+                  f"epoch {epoch}; valid perplexity {valid_ppl:.2f}", flush=True)  # fmt: skip
+            if valid_ppl < best:
+                best = valid_ppl
+                torch.save(checkpoint(epoch, valid_ppl) | {"epoch_fraction": done / len(batches)}, args.out / "best.pt")
+            torch.save(checkpoint(epoch - 1, valid_ppl), args.out / "last.pt")
+            cut = {"epoch": epoch, "fraction": done / len(batches), "valid_perplexity": valid_ppl}
+            break
         scheduler.step(valid_ppl)
         history["perplexity/train"].append(math.exp(total / max(count, 1)))
         history["perplexity/valid"].append(valid_ppl)
@@ -201,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_valid_perplexity": best_state["valid_perplexity"],
         "test_perplexity": test_ppl,
         "history": history,
+        "cut_epoch": cut,
         "data": data.stats,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
