@@ -123,7 +123,7 @@ classifier-artifact: install-test
 	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --max-members $(CLASSIFIER_MAX_MEMBERS) \
 		--out docs/classifier_ensemble.md
 	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
-		--version $(CLASSIFIER_VERSION)
+		--version $(CLASSIFIER_VERSION) --int8
 	cp runs/cls_W1/curves.png docs/classifier_curves.png
 	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
 

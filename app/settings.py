@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="the poet's step graph: auto: int8 on a CPU when the artifact has it, else float32 "
         "(int8's quantized LSTM runs on the CPU only)",
     )
+    classifier_precision: Literal["auto", "float32", "int8"] = Field(
+        "auto",
+        description="the classifier's graph: auto: int8 on a CPU when the artifact has it, else float32 "
+        "(int8's quantized LSTM runs on the CPU only)",
+    )
     speller_max_batch_words: int = Field(
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )

@@ -217,26 +217,34 @@ def test_served_classifier_answers_as_the_trained_model(tiny_classifier_run: Pat
     assert all(abs(sum(r.scores.values()) - 1) < 1e-3 for r in results)
 
 
-def test_int8_stored_weights_serve_close_to_the_trained_model(tiny_classifier_run: Path, tmp_path: Path) -> None:
-    """The bundled artifact stores its weights as int8 per output channel (a quarter of the file); the service folds
-    them back to float32 at load. What that rounding costs on the real model is measured (docs/classifier.md)."""
+def test_int8_weights_and_the_int8_graph_serve_close_to_the_trained_model(
+    tiny_classifier_run: Path, tmp_path: Path
+) -> None:
+    """The bundled artifact stores its float graph's weights as int8 per output channel (a quarter of the file),
+    folded back to float32 at load, and has an int8 graph (dynamic quantization) that a CPU serves. What each
+    costs on the real model is measured (docs/classifier_wordnet.md); here each stays close to PyTorch."""
     from training.export import write_classifier_artifact
 
     model, state = load_classifier(tiny_classifier_run / "best.pt")
-    for storage in ("fp32", "int8"):
-        write_classifier_artifact(tiny_classifier_run / "best.pt", tmp_path / storage, "0.0.1", storage=storage)
-    graphs = {storage: onnx.load(str(tmp_path / storage / "classifier.onnx")) for storage in ("fp32", "int8")}
+    write_classifier_artifact(tiny_classifier_run / "best.pt", tmp_path / "fp32", "0.0.1", storage="fp32")
+    write_classifier_artifact(tiny_classifier_run / "best.pt", tmp_path / "int8", "0.0.1", storage="int8", int8=True)
+    graphs = {name: onnx.load(str(tmp_path / name / "classifier.onnx")) for name in ("fp32", "int8")}
     int8 = [i for i in graphs["int8"].graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert int8 and any(n.op_type == "DequantizeLinear" for n in graphs["int8"].graph.node)
     assert graphs["int8"].ByteSize() < graphs["fp32"].ByteSize()
-    served = Classifier(tmp_path / "int8", Settings())
     texts = [*TRICKY, "The_River_(film)", "Anna_Smith", "Conus_alba", "Okafor_University"]
     char_id = {ch: i for i, ch in enumerate(state["vocab"])}
     names = [clip(classifier_data.normalise(t), state["max_len"], state["keep_end"]) for t in texts]
     want = predict(model, names, char_id, checkpoint_lexicon(state)).numpy()
-    # Worst seen 0.0021 on this tiny model (and 0.0091 over the 2,331 test names on the bundled one, no label
-    # changed): four times the tiny worst.
-    np.testing.assert_allclose(served.probabilities(texts), want, atol=1e-2)
+    on_cpu = Classifier(tmp_path / "int8", Settings())  # auto: the int8 graph on a CPU
+    stored = Classifier(tmp_path / "int8", Settings(classifier_precision="float32"))
+    assert on_cpu.precision == "int8" and stored.precision == "float32"
+    assert Classifier(tmp_path / "fp32", Settings()).precision == "float32"  # no int8 graph: the float one
+    # Worst seen on this tiny model: 0.0021 with int8-stored weights, 0.0118 with the int8 graph, which also
+    # quantizes activations (on the bundled model: one label of 2,331 test names moved, docs/classifier_wordnet.md).
+    # The bounds are about four times those.
+    np.testing.assert_allclose(stored.probabilities(texts), want, atol=1e-2)
+    np.testing.assert_allclose(on_cpu.probabilities(texts), want, atol=5e-2)
 
 
 def test_character_ids_match_a_plain_lookup(tiny_artifact: Path) -> None:

@@ -291,10 +291,13 @@ def export_classifier(
     return path
 
 
-def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version: str, storage: str = "int8") -> dict:
+def write_classifier_artifact(
+    checkpoints: Path | list[Path], out: Path, version: str, storage: str = "int8", int8: bool = False
+) -> dict:
     """One checkpoint, or several trained alike (same vocabulary and limits) exported as one averaging graph, its
-    weights stored as `storage` (int8 by default: a quarter of the file; the service folds them back to float32,
-    and bench/classifier_quality.py measures what is served)."""
+    weights stored as `storage` (int8 by default: a quarter of the file; the service folds them back to float32),
+    and with `int8` also classifier.int8.onnx, ONNX Runtime's dynamic quantization, for a CPU.
+    bench/classifier_quality.py measures what is served."""
     checkpoints = checkpoints if isinstance(checkpoints, list) else [checkpoints]
     loaded = [load_classifier(c) for c in checkpoints]
     state = loaded[0][1]
@@ -306,10 +309,14 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
     if len(lexicons) > 1:
         raise ValueError("ensemble members read different lexicons")
     channels = max(m.config.get("lexicon", 0) for m in members)
-    previous_weights = weights_digest(out / "classifier.onnx")
+    served = "classifier.int8.onnx" if int8 else "classifier.onnx"  # what the measured quality was measured on
+    previous_weights = weights_digest(out / served)
     model = members[0] if len(members) == 1 else NameClassifierEnsemble(members)
-    path = export_classifier(model, out, channels, storage)
-    files = {path.name: sha256_file(path)}
+    path = export_classifier(model, out, channels)  # float32 first: the int8 graph is quantized from it
+    paths = with_int8_copies({"classifier": path}, int8)
+    if store := WEIGHT_STORAGE[storage]:
+        store(path)
+    files = {p.name: sha256_file(p) for p in paths.values()}
     lexicon_spec = {}
     for stale in (out / LEXICON_FILE, out / LEXICON_LICENSE, out / "lexicon.txt"):  # lexicon.txt: before the table
         stale.unlink(missing_ok=True)
@@ -341,7 +348,10 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
             + (f"; {len(loaded)} such models, their probabilities averaged" if len(loaded) > 1 else "")
         ),
         "config": [s["config"] for _, s in loaded],
-        "weights": f"{storage} in classifier.onnx, float32 in compute",
+        "weights": f"{storage} in classifier.onnx, float32 in compute"
+        + ("; classifier.int8.onnx: int8, activations quantized at run time" if int8 else ""),
+        # On a CPU the service runs the *_int8 graph when there is one, on a GPU the float one.
+        "precision": {"float32": ["classifier"], "int8": [n for n in paths if n.endswith("_int8")]},
         "training": [{"best_epoch": s["epoch"], "valid": s["valid"], "args": s["args"]} for _, s in loaded],
         "ensemble_members": len(members),
         "data": summary.get("sources", {}),
@@ -353,11 +363,11 @@ def write_classifier_artifact(checkpoints: Path | list[Path], out: Path, version
         "limits": {"max_len": state["max_len"]},
         "keep_end": state["keep_end"],
         **lexicon_spec,
-        "graphs": {"classifier": {"file": path.name, **_io_spec(classifier_io(channels))}},
+        "graphs": {name: {"file": p.name, **_io_spec(classifier_io(channels))} for name, p in paths.items()},
         "quality": {},
         "files": files,
     }
-    return write_manifest(out, manifest, path.name, previous_weights)
+    return write_manifest(out, manifest, served, previous_weights)
 
 
 class PoetStep(nn.Module):
@@ -527,9 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         default="int8",
         help="poet, classifier: how the graph file stores its weights (computed in float32)",
     )
-    parser.add_argument(
-        "--int8", action="store_true", help="speller, poet: also int8 graphs for a CPU (dynamic quantization)"
-    )
+    parser.add_argument("--int8", action="store_true", help="also int8 graphs for a CPU (dynamic quantization)")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or [Path("runs") / args.model / "best.pt"]
     if args.model in ("speller", "poet"):
@@ -540,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.model == "speller":
         manifest = write_speller_artifact(checkpoint, args.out, args.version, int8=args.int8)
     else:
-        manifest = write_classifier_artifact(checkpoint, args.out, args.version, storage=args.storage)
+        manifest = write_classifier_artifact(checkpoint, args.out, args.version, storage=args.storage, int8=args.int8)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v[:12]}" for k, v in manifest["files"].items()))
 
 
