@@ -274,11 +274,9 @@ def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
     return model.eval(), state
 
 
-def export_classifier(
-    model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0, storage: str = "fp32"
-) -> Path:
-    """`lexicon`: the channels of the lexicon input (0: the graph has none), whatever members read it; `storage`:
-    how the file stores the weights (WEIGHT_STORAGE; computed in float32 whatever it is)."""
+def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0) -> Path:
+    """The float32 graph. `lexicon`: the channels of the lexicon input (0: the graph has none), whatever members
+    read it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "classifier.onnx"
     example: tuple[torch.Tensor, ...] = (torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4]))
@@ -286,8 +284,6 @@ def export_classifier(
         example += (torch.rand(2, 4, lexicon),)
     with torch.no_grad():
         _export(ClassifierGraph(model.eval()).eval(), example, classifier_io(lexicon), path)
-    if store := WEIGHT_STORAGE[storage]:
-        store(path)
     return path
 
 
