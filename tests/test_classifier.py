@@ -247,6 +247,16 @@ def test_int8_weights_and_the_int8_graph_serve_close_to_the_trained_model(
     np.testing.assert_allclose(on_cpu.probabilities(texts), want, atol=5e-2)
 
 
+def test_a_large_call_runs_in_length_sorted_chunks_and_answers_in_order(tiny_artifact: Path) -> None:
+    """More names than a chunk, of mixed lengths: each answer is the one the name gets alone, in the caller's order."""
+    from app.classifier import CHUNK
+
+    served = Classifier(tiny_artifact / "classifier", Settings())
+    texts = [("Okafor_University_of_the_" * (i % 5)) + f"Anna_{'x' * (i % 7)}" for i in range(2 * CHUNK + 5)]
+    alone = np.concatenate([served.probabilities([t]) for t in texts])
+    np.testing.assert_allclose(served.probabilities(texts), alone, atol=1e-6)
+
+
 def test_character_ids_match_a_plain_lookup(tiny_artifact: Path) -> None:
     served = Classifier(tiny_artifact / "classifier", Settings())
     vocab = {ch: i for i, ch in enumerate(served.manifest.vocab)}
