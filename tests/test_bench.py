@@ -106,6 +106,16 @@ def test_the_peer_given_a_lexicon_reads_each_word_as_one_token_of_its_numbers() 
     assert word_classes(senses)(["Castles_of_Boston"]) == ["0_5+2_5 unknown 1_10+2_10"]
 
 
+def test_classifier_flops_count_both_lstms_over_every_padded_position_and_the_dense_layers() -> None:
+    from bench.classifier_flops import call_flops
+
+    member = {"emb": 2, "lexicon": 1, "hidden": 3, "ngram_buckets": 0, "ngram_dim": 4, "dense": 5, "classes": 2}
+    # one LSTM step: 4 gates x 3 x (2 + 1 + 3) = 72 multiply-adds; two readers over 3 positions: 432; the features
+    # (2 readers x 2 poolings x 3 = 12) through the dense layer and the output: 12 x 5 + 5 x 2 = 70; 2 names, x 2.
+    assert call_flops([member], names=2, width=3) == 2 * 2 * (432 + 70)
+    assert call_flops([member, member], names=2, width=3) == 2 * call_flops([member], names=2, width=3)
+
+
 def test_collection_pauses_are_summarised_by_count_median_and_worst() -> None:
     from bench.gc_pauses import summary
 
