@@ -155,8 +155,9 @@ def lexicon_record(source: Path, lexicon: Lexicon) -> dict:
 
 
 def save_checkpoint(
-    model: NameClassifier, vocab: list[str], args: argparse.Namespace, lexicon: Lexicon | None, epoch: int, valid: dict
+    model: NameClassifier, vocab: list[str], args: argparse.Namespace, lexicon: dict | None, epoch: int, valid: dict
 ) -> None:
+    """`lexicon`: lexicon_record's account of the lexicon the model reads (None: it reads none)."""
     checkpoint = {
         "config": model.config,
         "state_dict": model.state_dict(),
@@ -166,7 +167,7 @@ def save_checkpoint(
         "keep_end": args.keep_end,
         # The table goes into the artifact at export, rebuilt from the source; its digest says which one this
         # model learned from.
-        "lexicon": lexicon_record(args.lexicon, lexicon) if lexicon else None,
+        "lexicon": lexicon,
         "epoch": epoch,
         "valid": valid,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.lexicon == Path("wordnet"):
         args.lexicon = wordnet.fetch()
     lexicon = read_lexicon(args.lexicon) if args.lexicon else None
+    # Once: its digest serialises the whole table (1.8 MB for WordNet), and every better epoch is checkpointed.
+    lexicon_source = lexicon_record(args.lexicon, lexicon) if lexicon else None
     train = data.train[: args.limit] if args.limit else data.train
     valid = data.valid[: max(args.limit // 5, 50)] if args.limit else data.valid
     # A refit learns from the validation names too, so nothing is left to select on: the epoch count and the
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
                 best_index = replayed["best_epoch"] - 1  # what selected this configuration, for the record
                 validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
                 record = {"refit_of": str(args.refit_from), **validated}
-                save_checkpoint(model, data.vocab, args, lexicon, epoch, record)
+                save_checkpoint(model, data.vocab, args, lexicon_source, epoch, record)
             continue
         metrics, _ = evaluate(model, valid, char_id, args, lexicon)
         scheduler.step(metrics["macro_f1"])
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         if metrics["macro_f1"] > best:
             best, since_best = metrics["macro_f1"], 0
             record = {k: v for k, v in metrics.items() if k != "per_class"}
-            save_checkpoint(model, data.vocab, args, lexicon, epoch, record)
+            save_checkpoint(model, data.vocab, args, lexicon_source, epoch, record)
         else:
             since_best += 1
             if since_best >= args.patience:

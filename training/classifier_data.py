@@ -114,7 +114,7 @@ class Lexicon:
         return hashlib.sha256(self.table().encode("utf-8")).hexdigest()
 
 
-def parse_table(text: str, license: Path | None = None) -> Lexicon:
+def parse_table(text: str) -> Lexicon:
     lines = text.splitlines()
     names = tuple(lines[0].partition("\t")[2].split())
     rules = tuple(tuple(rule.split(":")) for rule in lines[1].partition("\t")[2].split())
@@ -126,7 +126,7 @@ def parse_table(text: str, license: Path | None = None) -> Lexicon:
             i, v = pair.split(":")
             vector[int(i)] = float(v)
         values[word] = tuple(vector)
-    return Lexicon(values, names, rules, license)  # type: ignore[arg-type]
+    return Lexicon(values, names, rules)  # type: ignore[arg-type]
 
 
 def frequency_lexicon(counts: dict[str, int]) -> Lexicon:
