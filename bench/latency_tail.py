@@ -10,7 +10,9 @@ Each round:
 2. charserve on those cores: its closed-loop peak at concurrency 64, then an open loop at half of that peak
    (as bench.serving runs it) while `/metrics` is read every `--window` seconds. Per window: the p99 of the
    requests sent in it, and from the metrics the speller's share of the window in model calls, words per
-   call and microseconds of model call per decoded row (a beam row for one step).
+   call and microseconds of model call per decoded row (a beam row for one step); from /proc, the server
+   process's CPU time and the time the hypervisor stole from the server's cores (steal), each as a share of
+   the window: a server short of CPU it was given (steal) is told apart from one with too much to do.
 
 Writes docs/latency_tail.{json,md,png}.
 """
@@ -90,18 +92,39 @@ def scraped_counters(text: str) -> dict[str, float]:
     return found
 
 
-async def scrape(url: str, every: float, until: asyncio.Event, into: list[tuple[float, dict[str, float]]]) -> None:
+def cpu_seconds(pid: int, cores: list[int]) -> dict[str, float]:
+    """The process `pid`'s CPU seconds (user + system, its threads included) and the seconds the hypervisor
+    stole from `cores`, from /proc (Linux counts both in clock ticks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    # Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    stolen = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            stolen += int(values[7])  # user nice system idle iowait irq softirq steal
+    return {"server_cpu": (int(fields[11]) + int(fields[12])) / tick, "steal": stolen / tick}
+
+
+async def scrape(
+    url: str, every: float, until: asyncio.Event, into: list[tuple[float, dict[str, float]]], pid: int, cores: list[int]
+) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
-        while not until.is_set():
-            into.append((time.perf_counter(), scraped_counters((await client.get(url)).text)))
+        while True:
+            last = until.is_set()
+            into.append((time.perf_counter(), {**scraped_counters((await client.get(url)).text),
+                                               **cpu_seconds(pid, cores)}))  # fmt: skip
+            if last:
+                return
             await asyncio.sleep(every)
-        into.append((time.perf_counter(), scraped_counters((await client.get(url)).text)))
 
 
-async def open_loop_with_scrapes(base: str, rate: float, seconds: float, every: float) -> tuple[dict, list[dict]]:
+async def open_loop_with_scrapes(
+    base: str, rate: float, seconds: float, every: float, pid: int, cores: list[int]
+) -> tuple[dict, list[dict]]:
     scrapes: list[tuple[float, dict[str, float]]] = []
     done = asyncio.Event()
-    scraper = asyncio.create_task(scrape(f"{base}/metrics", every, done, scrapes))
+    scraper = asyncio.create_task(scrape(f"{base}/metrics", every, done, scrapes, pid, cores))
     result = await open_loop(f"{base}/correct", BODIES["/correct"], rate, seconds)
     done.set()
     await scraper
@@ -124,6 +147,8 @@ def windows(sent: np.ndarray, latency_ms: np.ndarray, scrapes: list[tuple[float,
             "ms_per_call": round(1000 * delta["call_seconds"] / delta["calls"], 2) if delta["calls"] else None,
             "us_per_row": round(1e6 * delta["call_seconds"] / delta["rows"], 2) if delta["rows"] else None,
             "loop_stalls": int(delta["wakeups"] - delta["wakeups_on_time"]),
+            "server_cpu": round(delta["server_cpu"] / (t1 - t0), 3),
+            "steal": round(delta["steal"] / (t1 - t0), 3),
         })  # fmt: skip
     return rows
 
@@ -135,11 +160,16 @@ def compare(rounds: list[dict]) -> dict:
     fast = [w for w in every if w["p99_ms"] <= SLOW_MS]
 
     def means(group: list[dict]) -> dict:
-        keys = ("p99_ms", "busy", "words_per_call", "ms_per_call", "us_per_row", "loop_stalls")
+        keys = ("p99_ms", "busy", "words_per_call", "ms_per_call", "us_per_row", "loop_stalls", "server_cpu", "steal")
         return {"windows": len(group), **{k: round(statistics.fmean(w[k] for w in group), 2) if group else None
                                           for k in keys}}  # fmt: skip
 
     return {f"p99 over {SLOW_MS:g} ms": means(slow), f"p99 within {SLOW_MS:g} ms": means(fast)}
+
+
+def stolen(windows: list[dict]) -> str:
+    shares = [w["steal"] for w in windows if "steal" in w]
+    return f"{statistics.fmean(shares):.3f} / {max(shares):.3f}" if shares else "—"
 
 
 def write_report(report: dict, out: Path) -> None:
@@ -154,27 +184,31 @@ def write_report(report: dict, out: Path) -> None:
         "## Rounds",
         "",
         "| round | probe ms per batch of 6 (min / median / max over seconds) | closed-loop peak req/s | "
-        f"open loop req/s | p50 ms | p99 ms | windows with p99 > {SLOW_MS:g} ms |",
-        "|---|---|---|---|---|---|---|",
+        f"open loop req/s | p50 ms | p99 ms | windows with p99 > {SLOW_MS:g} ms | stolen from the server's cores "
+        "(mean / largest share of a window) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rounds"]:
         p = r["probe_ms"]
         late = sum(1 for w in r["windows"] if w["p99_ms"] is not None and w["p99_ms"] > SLOW_MS)
         lines.append(
             f"| {r['round']} | {min(p):.1f} / {statistics.median(p):.1f} / {max(p):.1f} | {r['peak_req_s']} | "
-            f"{r['open']['ok_per_s']} | {r['open']['p50_ms']} | {r['open']['p99_ms']} | {late} of {len(r['windows'])} |"
+            f"{r['open']['ok_per_s']} | {r['open']['p50_ms']} | {r['open']['p99_ms']} | {late} of {len(r['windows'])} "
+            f"| {stolen(r['windows'])} |"
         )
     lines += [
         "",
         "## Windows that missed the bar against the others (all rounds)",
         "",
         "| windows | count | mean p99 ms | speller busy (share of the window in model calls) | words per call | "
-        f"ms per call | µs per decoded row | event-loop wake-ups over {1000 * STALL_S:g} ms late, per window |",
-        "|---|---|---|---|---|---|---|---|",
+        f"ms per call | µs per decoded row | event-loop wake-ups over {1000 * STALL_S:g} ms late, per window | "
+        "server CPU (share of the window) | stolen from its cores (share of the window) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in report["compare"].items():
         lines.append(f"| {name} | {m['windows']} | {m['p99_ms']} | {m['busy']} | {m['words_per_call']} | "
-                     f"{m['ms_per_call']} | {m['us_per_row']} | {m.get('loop_stalls', '—')} |")  # fmt: skip
+                     f"{m['ms_per_call']} | {m['us_per_row']} | {m.get('loop_stalls', '—')} | "
+                     f"{m.get('server_cpu', '—')} | {m.get('steal', '—')} |")  # fmt: skip
     late, on_time = report["compare"].values()
     if late["windows"] and on_time["windows"]:
         lines += [
@@ -248,8 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         base = f"http://127.0.0.1:{args.port}"
         try:
             peak = asyncio.run(closed_loop(f"{base}/correct", BODIES["/correct"], 64, args.seconds)).summary()
+            cores = [int(c) for c in args.server_cores.split(",")]
             opened, per_window = asyncio.run(
-                open_loop_with_scrapes(base, peak["ok_per_s"] / 2, args.seconds, args.window)
+                open_loop_with_scrapes(base, peak["ok_per_s"] / 2, args.seconds, args.window, server.pid, cores)
             )
         finally:
             stop_server(server)

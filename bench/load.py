@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import random
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -64,7 +67,7 @@ BODIES["/poem"] = POEM_BODIES
 class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # successful requests only
-    sent_at: list[float] = field(default_factory=list)  # their perf_counter() when sent, in the same order
+    sent_at: list[float] = field(default_factory=list)  # their perf_counter() when sent (or due), same order
     statuses: Counter = field(default_factory=Counter)
 
     def summary(self) -> dict:
@@ -82,8 +85,10 @@ class Result:
         }
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: dict, result: Result) -> None:
-    started = time.perf_counter()
+async def _one(session: aiohttp.ClientSession, url: str, body: dict, result: Result, due: float | None = None) -> None:
+    """One request; its latency counts from `due` (when an open loop's schedule says it goes) if given, so a
+    late send is charged too, not hidden (coordinated omission)."""
+    started = time.perf_counter() if due is None else due
     try:
         async with session.post(url, json=body) as response:
             await response.read()
@@ -96,6 +101,19 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, result: Res
         result.sent_at.append(started)
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The load generator's own long-lived objects (the bodies, wordfreq's lists, the bench's modules: some
+    335,000) frozen while it measures. Unfrozen, every full collection walked them all: a 213 ms pause of the
+    client in the middle of a run, every request in flight charged for it (docs/latency_tail.md)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, force_close=False)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
@@ -106,37 +124,40 @@ async def closed_loop(
 ) -> Result:
     """`concurrency` clients, each sending its next request as soon as the last one is answered."""
     rng = random.Random(0)
-    async with _session(concurrency, timeout_s) as session:
-        warm = Result(0)
-        stop = time.perf_counter() + warmup_s
+    with frozen_heap():
+        async with _session(concurrency, timeout_s) as session:
+            warm = Result(0)
+            stop = time.perf_counter() + warmup_s
 
-        async def client(result: Result, until: float) -> None:
-            while time.perf_counter() < until:
-                await _one(session, url, rng.choice(bodies), result)
+            async def client(result: Result, until: float) -> None:
+                while time.perf_counter() < until:
+                    await _one(session, url, rng.choice(bodies), result)
 
-        await asyncio.gather(*(client(warm, stop) for _ in range(concurrency)))
-        result = Result(seconds)
-        started = time.perf_counter()
-        await asyncio.gather(*(client(result, started + seconds) for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - started
-        return result
+            await asyncio.gather(*(client(warm, stop) for _ in range(concurrency)))
+            result = Result(seconds)
+            started = time.perf_counter()
+            await asyncio.gather(*(client(result, started + seconds) for _ in range(concurrency)))
+            result.seconds = time.perf_counter() - started
+            return result
 
 
 async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float, timeout_s: float = 30) -> Result:
     """Requests sent at `rate` per second on a fixed schedule, each on its own task, answered or not."""
     rng = random.Random(0)
     result = Result(seconds)
-    async with _session(0, timeout_s) as session:
-        started = time.perf_counter()
-        tasks = []
-        for i in range(int(rate * seconds)):
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(session, url, rng.choice(bodies), result)))
-        await asyncio.gather(*tasks)
-        # Throughput over the sending window: late answers count, but do not stretch the window.
-        result.seconds = max(seconds, 1e-9)
+    with frozen_heap():
+        async with _session(0, timeout_s) as session:
+            started = time.perf_counter()
+            tasks = []
+            for i in range(int(rate * seconds)):
+                due = started + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(_one(session, url, rng.choice(bodies), result, due)))
+            await asyncio.gather(*tasks)
+    # Throughput over the sending window: late answers count, but do not stretch the window.
+    result.seconds = max(seconds, 1e-9)
     return result
 
 

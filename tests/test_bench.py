@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
+import os
+import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 import torch
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from fastapi.testclient import TestClient
 
 from app.poet import Poet
 from app.settings import Settings
 from app.speller_rows import SpellRows
-from bench.latency_tail import compare, scraped_counters, windows
+from bench.latency_tail import compare, cpu_seconds, scraped_counters, windows
+from bench.load import Result, _one, frozen_heap
 from bench.naive_server import create_app as naive_app
 from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
@@ -61,21 +69,68 @@ def test_the_speller_series_are_read_from_the_metrics_text() -> None:
 
 def test_latency_windows_pair_requests_with_what_the_model_did() -> None:
     """Requests fall in the window they were sent in; the model's figures are differences between scrapes."""
-    zero = {"calls": 0.0, "call_seconds": 0.0, "words": 0.0, "rows": 0.0, "wakeups": 0.0, "wakeups_on_time": 0.0}
+    zero = {
+        "calls": 0.0,
+        "call_seconds": 0.0,
+        "words": 0.0,
+        "rows": 0.0,
+        "wakeups": 0.0,
+        "wakeups_on_time": 0.0,
+        "server_cpu": 0.0,
+        "steal": 0.0,
+    }
     scrapes = [(10.0, zero),
                (10.5, {"calls": 2.0, "call_seconds": 0.4, "words": 8.0, "rows": 400.0, "wakeups": 30.0,
-                       "wakeups_on_time": 28.0}),
+                       "wakeups_on_time": 28.0, "server_cpu": 0.45, "steal": 0.05}),
                (11.0, {"calls": 3.0, "call_seconds": 0.45, "words": 9.0, "rows": 450.0, "wakeups": 70.0,
-                       "wakeups_on_time": 68.0})]  # fmt: skip
+                       "wakeups_on_time": 68.0, "server_cpu": 0.7, "steal": 0.05})]  # fmt: skip
     sent = np.array([10.1, 10.2, 10.6, 11.5])  # the last one after the last scrape: in no window
     latency_ms = np.array([150.0, 150.0, 20.0, 999.0])
     first, second = windows(sent, latency_ms, scrapes)
     assert first == {"t_s": 0.0, "sent": 2, "p99_ms": 150.0, "busy": 0.8, "words_per_call": 4.0,
-                     "ms_per_call": 200.0, "us_per_row": 1000.0, "loop_stalls": 2}  # fmt: skip
+                     "ms_per_call": 200.0, "us_per_row": 1000.0, "loop_stalls": 2, "server_cpu": 0.9,
+                     "steal": 0.1}  # fmt: skip
     assert second["sent"] == 1 and second["p99_ms"] == 20.0 and second["words_per_call"] == 1.0
-    assert second["loop_stalls"] == 0
+    assert second["loop_stalls"] == 0 and second["server_cpu"] == 0.5 and second["steal"] == 0.0
     late, on_time = compare([{"windows": [first, second]}]).values()
     assert late["windows"] == on_time["windows"] == 1 and late["words_per_call"] == 4.0
+
+
+def test_a_process_cpu_time_and_its_cores_stolen_time_are_read_from_proc() -> None:
+    before = cpu_seconds(os.getpid(), [0])
+    spent = time.process_time()
+    while time.process_time() - spent < 0.2:  # burn 0.2 s of CPU in this process
+        pass
+    after = cpu_seconds(os.getpid(), [0])
+    assert 0.1 <= after["server_cpu"] - before["server_cpu"] <= 1.0  # clock ticks: coarse
+    assert after["steal"] >= before["steal"] >= 0
+
+
+def test_the_open_loop_charges_a_late_send_and_measures_with_the_heap_frozen() -> None:
+    """Latency counts from when the schedule said a request goes, so a load generator that falls behind its
+    schedule shows it; while it measures, its start-up objects are frozen out of collections."""
+
+    async def late_request() -> float:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_post("/x", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            result = Result(1)
+            async with aiohttp.ClientSession() as session:
+                # due half a second before it is sent: a send that fell behind the schedule
+                await _one(session, str(server.make_url("/x")), {}, result, due=time.perf_counter() - 0.5)
+            return result.latencies[0]
+        finally:
+            await server.close()
+
+    assert asyncio.run(late_request()) >= 0.5
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # unfrozen once done
 
 
 def test_distinct_2_and_repeated_lines() -> None:
