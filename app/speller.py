@@ -152,6 +152,7 @@ class Speller(ManifestModel):
         return SpellRows(
             words=np.array(words, dtype=object),
             target=target,
+            length=lengths,
             step=np.zeros(n, dtype=np.int64),
             score=score,
             best=np.full(n, -np.inf, dtype=np.float32),
@@ -216,14 +217,15 @@ class Speller(ManifestModel):
         if total.shape[1] < beam:  # a beam wider than a row's continuations (first step): pad with dead ones
             total = np.pad(total, ((0, 0), (0, beam - total.shape[1])), constant_values=-np.inf)
         top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]  # `beam` candidates per word
-        top_score = np.take_along_axis(total, top, axis=1)
+        by_word = np.arange(n)[:, None]  # indexes [n, beam] arrays with `top`, `order` (cheaper than take_along_axis)
+        top_score = total[by_word, top]
         # Always a row of the same word (a padded candidate, dead, points at the word's last row).
-        parent = (np.arange(n)[:, None] * group + np.minimum(top // vocab, group - 1)).ravel()
+        parent = (by_word * group + np.minimum(top // vocab, group - 1)).ravel()
         token = (top % vocab).ravel()
         history, nodes = g.history[parent], g.nodes[parent]
         word = np.repeat(here, beam)  # each candidate's word
         edits = _extend_edits(g.edits[parent], g.edits_prev[parent], g.token[parent], token, rows.target[word])
-        length = np.repeat((rows.target[here] >= 0).sum(axis=1), beam)  # each candidate's misspelling's length
+        length = np.repeat(rows.length[here], beam)  # each candidate's misspelling's length
         step = rows.step[word]
         history[np.arange(len(token)), step] = token
         ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
@@ -243,31 +245,34 @@ class Speller(ManifestModel):
         # the penalty for the edits it already has (any word it ends as is at least that far from the
         # misspelling). A word whose best finished answer beats that for every hypothesis is done.
         inside = np.arange(edits.shape[1])[None, :] <= length[:, None]
-        least = np.where(inside, edits, np.iinfo(edits.dtype).max).min(axis=1).reshape(n, beam)
+        least = np.where(inside, edits, EDITS_MAX).min(axis=1).reshape(n, beam)
         reach = score + self.prior_weight * self.trie.max_log_prior - self.edit_penalty * least
         score[rows.best[here] >= reach.max(axis=1)] = -np.inf
         score[rows.step[here] + 1 >= self.max_steps] = -np.inf  # out of steps
         # Live hypotheses first, and only as many rows per word as the word with the most has: a dead
         # hypothesis (-inf) would cost a row of the next step and can never win.
         order = np.argsort(-score, axis=1, kind="stable")
-        score = np.take_along_axis(score, order, axis=1)
+        score = score[by_word, order]
         rows.score[here] = score
         live = np.isfinite(score)
         width = max(int(live.sum(axis=1).max(initial=0)), 1)
-        kept = (np.arange(n)[:, None] * beam + order[:, :width]).ravel()  # candidates that become rows
-        nodes = np.where(live[:, :width].ravel(), self.trie.step(nodes[kept], token[kept]), ROOT)
-        rows.beam = replace(
-            g,
+        searching = live[:, 0]  # a word with a live hypothesis has it first
+        # The candidates that become rows: the first `width` of each word still searching, in one gather.
+        kept = ((by_word * beam + order)[searching, :width]).ravel()
+        parent_kept = parent[kept]
+        nodes = np.where(live[searching, :width].ravel(), self.trie.step(nodes[kept], token[kept]), ROOT)
+        rows.beam = g.gathered(
+            searching,
             group=width,
             word=word[kept],
             token=token[kept],
-            h=h[:, parent[kept]],
-            c=c[:, parent[kept]],
+            h=h[:, parent_kept],
+            c=c[:, parent_kept],
             nodes=nodes,
             history=history[kept],
             edits=edits[kept],
-            edits_prev=g.edits[parent[kept]],
-        ).take(np.repeat(live.any(axis=1), width))
+            edits_prev=g.edits[parent_kept],
+        )
 
     def _unpark(self, rows: SpellRows) -> None:
         """Greedy rows wait for their word's beam search to end: then its best dictionary answer is final, and
@@ -344,6 +349,9 @@ class Speller(ManifestModel):
                     )
             results.append(CorrectedText(_apply(text, corrections), corrections))
         return results
+
+
+EDITS_MAX = np.iinfo(np.int32).max  # beyond any edit distance: what a position past a misspelling's end holds
 
 
 def _extend_edits(

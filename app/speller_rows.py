@@ -62,10 +62,20 @@ class DecoderRows:
         padding cut to the longest word left."""
         if keep.all():
             return self
-        words = keep[:: self.group]
-        rows = replace(self, **self._rows_at(keep), **{k: getattr(self, k)[words] for k in self.WORD_FIELDS})
+        return self.gathered(keep[:: self.group], **self._rows_at(keep))
+
+    def gathered(self, words: np.ndarray, **rows: np.ndarray | int) -> DecoderRows:
+        """New per-row fields `rows` (already gathered by the caller) for the words where the boolean mask `words`
+        is set, in their order: the words' encoder outputs follow, their padding cut as `take` cuts it."""
+        if words.all():
+            return replace(self, **rows)
+        return self._cut(replace(self, **rows, **{k: getattr(self, k)[words] for k in self.WORD_FIELDS}))
+
+    @staticmethod
+    def _cut(rows: DecoderRows) -> DecoderRows:
+        """Attention padding cut to the longest word left: later steps attend over less of it."""
         width = int((rows.bias == 0).sum(axis=1).max(initial=0))
-        if 0 < width < rows.bias.shape[1]:  # the longest word has left: later steps attend over less padding
+        if 0 < width < rows.bias.shape[1]:
             rows.memory, rows.keys, rows.bias = rows.memory[:, :width], rows.keys[:, :width], rows.bias[:, :width]
         return rows
 
@@ -117,6 +127,7 @@ class SpellRows:
 
     words: np.ndarray  # [W] str (object): the lowercase misspellings
     target: np.ndarray  # [W, max_len] int64: their character ids, -1 past each word's end
+    length: np.ndarray  # [W] int64: their lengths
     step: np.ndarray  # [W] int64: decoding steps done
     score: np.ndarray  # [W, beam] float32: log-probability of each live hypothesis (-inf: none)
     best: np.ndarray  # [W] float32: the best finished dictionary word's reranked score
