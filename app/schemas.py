@@ -126,7 +126,11 @@ class ReadyResponse(BaseModel):
             "examples": [
                 {
                     "status": "ready",
-                    "models": [{"name": "speller", "version": "1.0.0", "provider": "CPUExecutionProvider"}],
+                    "models": [
+                        {"name": "speller", "version": "1.3.0", "provider": "CPUExecutionProvider"},
+                        {"name": "classifier", "version": "1.4.0", "provider": "CPUExecutionProvider"},
+                        {"name": "poet", "version": "1.4.0", "provider": "CPUExecutionProvider"},
+                    ],
                 }
             ]
         }
