@@ -51,6 +51,9 @@ class Manifest(BaseModel):
     graphs: dict[str, GraphSpec]
     files: dict[str, str]
     quality: dict[str, Any] = {}
+    # The graphs of each precision the artifact offers, in the same order for every precision (one per role the
+    # model gives them: the speller's encoder, then its decoder step). Artifacts from before it: float32 only.
+    precision: dict[str, list[str]] = {}
 
 
 class ManifestModel:
@@ -117,17 +120,28 @@ def select_providers(setting: str) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def choose_precision(folder: Path, manifest: Manifest, int8_graphs: set[str], setting: str, providers: str) -> str:
-    """int8 graphs on a CPU when the artifact has them (`int8_graphs` in its manifest), float32 on a GPU, where
-    ONNX Runtime's quantized LSTM would fall back to the CPU; a setting other than auto decides otherwise."""
-    has_int8 = int8_graphs <= set(manifest.graphs)
-    if setting == "int8" and not has_int8:
+def choose_precision(
+    folder: Path, manifest: Manifest, roles: list[str], setting: str, providers: str
+) -> tuple[str, list[GraphSpec]]:
+    """The precision to serve and its graphs, one per role in `roles` (the float32 graphs' names), as the
+    manifest's "precision" lists them: int8 on a CPU when the artifact offers it, float32 on a GPU, where ONNX
+    Runtime's quantized LSTM would fall back to the CPU; a setting other than auto decides otherwise."""
+    path = folder / "manifest.json"
+    offered = {name: graphs for name, graphs in (manifest.precision or {"float32": roles}).items() if graphs}
+    if setting == "int8" and "int8" not in offered:
         variable = f"CHARSERVE_{manifest.name.upper()}_PRECISION"
-        raise ArtifactError(f"{folder / 'manifest.json'}: no int8 graphs, but {variable}=int8")
+        raise ArtifactError(f"{path}: no int8 graphs, but {variable}=int8")
     if setting != "auto":
-        return setting
-    on_gpu = select_providers(providers)[0] == "CUDAExecutionProvider"
-    return "int8" if has_int8 and not on_gpu else "float32"
+        precision = setting
+    else:
+        on_gpu = select_providers(providers)[0] == "CUDAExecutionProvider"
+        precision = "int8" if "int8" in offered and not on_gpu else "float32"
+    names = offered.get(precision, [])
+    if precision == "float32" and names != roles:
+        raise ArtifactError(f"{path}: float32 graphs {names}, this server reads {roles}")
+    if len(names) != len(roles) or any(name not in manifest.graphs for name in names):
+        raise ArtifactError(f"{path}: {precision} graphs {names} are not one per role {roles} among its graphs")
+    return precision, [manifest.graphs[name] for name in names]
 
 
 def open_session(

@@ -85,10 +85,9 @@ class Classifier(ManifestModel):
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
         # int8 about twice as fast a call on a CPU (docs/classifier_wordnet.md)
-        self.precision = choose_precision(
-            folder, self.manifest, {"classifier_int8"}, settings.classifier_precision, settings.providers
+        self.precision, (graph,) = choose_precision(
+            folder, self.manifest, ["classifier"], settings.classifier_precision, settings.providers
         )
-        graph = self.manifest.graphs["classifier_int8" if self.precision == "int8" else "classifier"]
         # The float graph may store its weights as int8 (training/export.py), folded to float32 at load.
         float_graph = self.precision == "float32"
         self.session: ort.InferenceSession = open_session(folder, graph, settings, fold_dequantize=float_graph)

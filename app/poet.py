@@ -105,10 +105,9 @@ class Poet(ManifestModel):
         self.metrics, self.folder = metrics, folder
         self.manifest: Manifest = load_manifest(folder)
         # int8 about three times as fast a step on a CPU (docs/poet_quality.md)
-        self.precision = choose_precision(
-            folder, self.manifest, {"poet_step_int8"}, settings.poet_precision, settings.providers
+        self.precision, (graph,) = choose_precision(
+            folder, self.manifest, ["poet_step"], settings.poet_precision, settings.providers
         )
-        graph = self.manifest.graphs["poet_step_int8" if self.precision == "int8" else "poet_step"]
         float_graph = self.precision == "float32"  # its weights may be stored as int8 (training/export.py)
         self.session: ort.InferenceSession = open_session(folder, graph, settings, fold_dequantize=float_graph)
         self.provider: str = self.session.get_providers()[0]

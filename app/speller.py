@@ -51,12 +51,9 @@ class Speller(ManifestModel):
         self.metrics = metrics
         self.manifest: Manifest = load_manifest(folder)
         # int8 about twice as fast on a CPU (docs/speller.md)
-        int8_graphs = {"encoder_int8", "decoder_step_int8"}
-        self.precision = choose_precision(
-            folder, self.manifest, int8_graphs, settings.speller_precision, settings.providers
+        self.precision, (encoder, decoder) = choose_precision(
+            folder, self.manifest, ["encoder", "decoder_step"], settings.speller_precision, settings.providers
         )
-        suffix = "_int8" if self.precision == "int8" else ""
-        encoder, decoder = self.manifest.graphs[f"encoder{suffix}"], self.manifest.graphs[f"decoder_step{suffix}"]
         self.encoder: ort.InferenceSession = open_session(folder, encoder, settings)
         self.decoder: ort.InferenceSession = open_session(folder, decoder, settings)
         self.provider: str = self.encoder.get_providers()[0]

@@ -1,6 +1,7 @@
 """A broken artifact stops start-up with a message naming the file."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,28 @@ def test_graph_that_does_not_match_the_manifest(artifact_copy: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=r"speller/encoder\.onnx: graph inputs \['src', 'src_len'\] differ"):
         load(artifact_copy)
+
+
+def edit_manifest(folder: Path, edit: Callable[[dict], object]) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_graphs_served_are_the_ones_the_manifest_lists_for_the_precision(artifact_copy: Path) -> None:
+    """The manifest's "precision" says which graphs serve which precision; an artifact from before it has float32
+    only, and a list that does not give one graph per role stops start-up naming the manifest."""
+    folder = artifact_copy / "speller"
+    edit_manifest(folder, lambda m: m.pop("precision", None))
+    assert load(artifact_copy).precision == "float32"
+    edit_manifest(folder, lambda m: m.update(precision={"float32": ["encoder", "decoder_step"], "int8": ["encoder"]}))
+    with pytest.raises(ArtifactError, match=r"speller/manifest\.json: int8 graphs \['encoder'\] are not one per role"):
+        Speller(folder, Settings(providers="cpu"))
+    edit_manifest(folder, lambda m: m.update(precision={"float32": ["decoder_step", "encoder"]}))
+    with pytest.raises(ArtifactError, match=r"speller/manifest\.json: float32 graphs \['decoder_step', 'encoder'\]"):
+        load(artifact_copy)
+    edit_manifest(folder, lambda m: m.update(precision={"float32": ["encoder", "decoder_step"], "int8": []}))
+    assert Speller(folder, Settings(providers="cpu")).precision == "float32"  # an empty list offers nothing
 
 
 def test_a_speller_graph_that_takes_encoder_outputs_per_row_is_refused(artifact_copy: Path) -> None:
