@@ -199,6 +199,8 @@ def test_int8_graph_on_a_cpu_float_graph_when_asked(tiny_poet_run: Path, tmp_pat
     assert Poet(tmp_path / "poet", Settings(providers="cpu", poet_precision="float32")).precision == "float32"
     write_poet_artifact(tiny_poet_run / "best.pt", tmp_path / "poet", version="0.0.1", int8=False)
     assert not (tmp_path / "poet" / "poet_step.int8.onnx").exists()
+    manifest = json.loads((tmp_path / "poet" / "manifest.json").read_text())
+    assert manifest["precision"] == {"float32": ["poet_step"]}  # no int8 list when there is no int8 graph
     assert Poet(tmp_path / "poet", Settings(providers="cpu")).precision == "float32"
     with pytest.raises(ArtifactError, match=r"poet/manifest\.json: no int8 graphs"):
         Poet(tmp_path / "poet", Settings(poet_precision="int8"))

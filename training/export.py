@@ -89,6 +89,15 @@ SPELLER_DECODER_IO = {
 }
 
 
+def precision_lists(roles: list[str], graphs: dict[str, Path]) -> dict[str, list[str]]:
+    """The manifest's "precision": each precision's graphs, one per role in `roles` and in its order (what the
+    service reads, app.artifacts.choose_precision); int8 only when every role has its `<role>_int8` graph."""
+    lists = {"float32": roles}
+    if all(f"{role}_int8" in graphs for role in roles):
+        lists["int8"] = [f"{role}_int8" for role in roles]
+    return lists
+
+
 def _dynamic_axes(io: dict) -> dict[str, dict[int, str]]:
     axes = {}
     for group in ("inputs", "outputs"):
@@ -219,8 +228,8 @@ def write_speller_artifact(checkpoint: Path, out: Path, version: str, int8: bool
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "architecture": "character encoder-decoder: forward + reversed LSTM encoder, Luong attention, LSTM decoder",
         "config": state["config"],
-        # On a CPU the service runs the *_int8 graphs when there are any, on a GPU the float32 ones.
-        "precision": {"float32": ["encoder", "decoder_step"], "int8": [n for n in paths if n.endswith("_int8")]},
+        # On a CPU the service runs the int8 graphs when there are any, on a GPU the float32 ones.
+        "precision": precision_lists(["encoder", "decoder_step"], paths),
         "training": {
             "best_epoch": state["epoch"],
             "valid": state["valid"],
@@ -347,7 +356,7 @@ def write_classifier_artifact(
         "weights": f"{storage} in classifier.onnx, float32 in compute"
         + ("; classifier.int8.onnx: int8, activations quantized at run time" if int8 else ""),
         # On a CPU the service runs the *_int8 graph when there is one, on a GPU the float one.
-        "precision": {"float32": ["classifier"], "int8": [n for n in paths if n.endswith("_int8")]},
+        "precision": precision_lists(["classifier"], paths),
         "training": [{"best_epoch": s["epoch"], "valid": s["valid"], "args": s["args"]} for _, s in loaded],
         "ensemble_members": len(members),
         "data": summary.get("sources", {}),
@@ -497,7 +506,7 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, storage: str 
         "weights": f"{storage} in poet_step.onnx, float32 in compute"
         + ("; poet_step.int8.onnx: int8, activations quantized at run time" if int8 else ""),
         # On a CPU the service runs the *_int8 graph when there is one, on a GPU the float one.
-        "precision": {"float32": ["poet_step"], "int8": [n for n in paths if n.endswith("_int8")]},
+        "precision": precision_lists(["poet_step"], paths),
         "training": {
             "best_epoch": state["epoch"],
             "valid_perplexity": state["valid_perplexity"],
