@@ -98,12 +98,18 @@ def load_manifest(folder: Path) -> Manifest:
     return manifest
 
 
-def read_word_counts(folder: Path, manifest: Manifest, file: str, what: str) -> dict[str, int]:
-    """An artifact's `word<TAB>count` file (the speller's dictionary), which its
-    manifest must checksum like every other file the model reads."""
+def checksummed(folder: Path, manifest: Manifest, file: str, what: str) -> Path:
+    """The path of a file a model reads beside its graphs, which its manifest must checksum like the graphs
+    (load_manifest has checked every listed one)."""
     path = folder / file
     if file not in manifest.files:
         raise ArtifactError(f"{path}: {what} has no checksum in {folder / 'manifest.json'}")
+    return path
+
+
+def read_word_counts(folder: Path, manifest: Manifest, file: str, what: str) -> dict[str, int]:
+    """An artifact's `word<TAB>count` file (the speller's dictionary)."""
+    path = checksummed(folder, manifest, file, what)
     counts = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         word, count = line.split("\t")

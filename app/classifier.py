@@ -12,7 +12,15 @@ import numpy as np
 import onnxruntime as ort
 
 from app.arrays import pad_rows
-from app.artifacts import ArtifactError, Manifest, ManifestModel, choose_precision, load_manifest, open_session
+from app.artifacts import (
+    ArtifactError,
+    Manifest,
+    ManifestModel,
+    checksummed,
+    choose_precision,
+    load_manifest,
+    open_session,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -109,9 +117,7 @@ class Classifier(ManifestModel):
         self.lexicon: Lexicon | None = None
         spec = extra.get("lexicon")
         if spec:
-            path = folder / spec["file"]
-            if spec["file"] not in self.manifest.files:
-                raise ArtifactError(f"{path}: the lexicon has no checksum in {folder / 'manifest.json'}")
+            path = checksummed(folder, self.manifest, spec["file"], "the lexicon")
             self.lexicon = Lexicon.read(path)
             if self.lexicon.channels != int(spec["channels"]):
                 raise ArtifactError(f"{path}: {self.lexicon.channels} channels, the manifest says {spec['channels']}")
