@@ -46,6 +46,20 @@ class DictionaryTrie:
         self.log_prior = np.where(is_terminal, np.log(np.maximum(counts_array, 1) / total), 0).astype(np.float32)
         self.max_log_prior = float(self.log_prior[is_terminal].max()) if is_terminal.any() else 0.0
         self.min_log_prior = float(self.log_prior[is_terminal].min()) if is_terminal.any() else 0.0
+        self.best_log_prior_below = self._best_below(np.where(is_terminal, self.log_prior, -np.inf))
+
+    def _best_below(self, value: np.ndarray) -> np.ndarray:
+        """[nodes] the largest `value` of a node and of every node under it: the best prior any word that
+        continues a prefix can have. One array operation per depth of the trie, deepest first."""
+        levels = [np.array([ROOT])]
+        while len(levels[-1]):
+            below = self.children[levels[-1]]
+            levels.append(below[below >= 0])
+        best = value.astype(np.float32)
+        for nodes in reversed(levels[:-1]):
+            kids = self.children[nodes]
+            best[nodes] = np.maximum(best[nodes], np.where(kids >= 0, best[kids], -np.inf).max(axis=1))
+        return best
 
     @property
     def size(self) -> int:

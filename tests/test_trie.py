@@ -41,3 +41,14 @@ def test_log_prior_sits_on_word_ends() -> None:
     assert np.isclose(trie.log_prior[walk(trie, "ab")], np.log(3 / 4))
     assert np.isclose(trie.log_prior[walk(trie, "b")], np.log(1 / 4))
     assert trie.log_prior[walk(trie, "a")] == 0
+
+
+def test_the_best_prior_below_a_prefix_is_that_of_its_most_frequent_word() -> None:
+    """What bounds a hypothesis in the beam: no word it can still become has a larger prior."""
+    counts = {"car": 5, "cart": 10, "cat": 1, "dog": 3, "do": 1}
+    trie = DictionaryTrie(counts.items(), IDS, len(VOCAB), EOS)
+    total = sum(counts.values())
+    expected = {"": "cart", "c": "cart", "ca": "cart", "car": "cart", "cart": "cart", "cat": "cat", "d": "dog",
+                "do": "dog", "dog": "dog"}  # fmt: skip
+    for prefix, word in expected.items():
+        assert np.isclose(trie.best_log_prior_below[walk(trie, prefix)], np.log(counts[word] / total)), prefix
