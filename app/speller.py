@@ -24,6 +24,7 @@ from app.artifacts import (
     open_session,
     read_word_counts,
 )
+from app.beam_step import beam_step
 from app.metrics import Metrics
 from app.settings import Settings
 from app.speller_rows import NEG_INF, DecoderRows, SpellRows
@@ -135,7 +136,7 @@ class Speller(ManifestModel):
                 nodes=np.full(len(word), ROOT, dtype=np.int32),
                 history=np.zeros((len(word), self.max_steps), dtype=np.int64),
                 edits=start.copy(),
-                edits_prev=np.full_like(start, self.max_len + self.max_steps),  # no transposition at the start
+                edits_prev=np.full(start.shape, self.max_len + self.max_steps, dtype=np.int32),  # no transposition yet
                 memory=memory[words],
                 keys=keys[words],
                 bias=bias[words],
@@ -203,72 +204,30 @@ class Speller(ManifestModel):
         """The beam search over dictionary words (the trie masks every other continuation). Each finished
         hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
         − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
-        that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy."""
-        g, beam, vocab = rows.beam, self.beam_size, len(self.id_to_byte)
+        that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy.
+        One decoder call for every row, then one compiled call (app/beam_step.py) for the bookkeeping."""
+        g, trie = rows.beam, self.trie
         logits, h, c = self.decoder.run(None, g.inputs())
-        group = g.group  # rows per word: the most live hypotheses any word has (1 at the first step)
-        here = g.word[::group]  # the searching words, in the order of their rows
-        n = len(here)
-        logp = np.where(self.trie.allowed[g.nodes], _log_softmax(logits), -np.inf)
-        total = (rows.score[here, :group].reshape(-1, 1) + logp).reshape(n, group * vocab)
-        if total.shape[1] < beam:  # a beam wider than a row's continuations (first step): pad with dead ones
-            total = np.pad(total, ((0, 0), (0, beam - total.shape[1])), constant_values=-np.inf)
-        top = np.argpartition(-total, beam - 1, axis=1)[:, :beam]  # `beam` candidates per word
-        by_word = np.arange(n)[:, None]  # indexes [n, beam] arrays with `top`, `order` (cheaper than take_along_axis)
-        top_score = total[by_word, top]
-        # Always a row of the same word (a padded candidate, dead, points at the word's last row).
-        parent = (by_word * group + np.minimum(top // vocab, group - 1)).ravel()
-        token = (top % vocab).ravel()
-        history, nodes = g.history[parent], g.nodes[parent]
-        word = np.repeat(here, beam)  # each candidate's word
-        edits = _extend_edits(g.edits[parent], g.edits_prev[parent], g.token[parent], token, rows.target[word])
-        length = np.repeat(rows.length[here], beam)  # each candidate's misspelling's length
-        step = rows.step[word]
-        history[np.arange(len(token)), step] = token
-        ended = (token == self.eos_id) & np.isfinite(top_score.ravel())
-        # A hypothesis that ends here is a whole dictionary word: rerank it with that word's prior.
-        final = np.where(ended, top_score.ravel() + self.prior_weight * self.trie.log_prior[nodes], -np.inf)
-        if self.edit_penalty:  # an ended spelling is its parent's: its distance to the whole misspelling
-            final -= self.edit_penalty * g.edits[parent, length]
-        final = final.reshape(n, beam)
-        pick = final.argmax(axis=1)
-        chosen = final[np.arange(n), pick]
-        better = chosen > rows.best[here]
-        rows.best[here[better]] = chosen[better]
-        rows.best_ids[here[better]] = history.reshape(n, beam, -1)[better, pick[better]]
-
-        score = np.where(ended.reshape(n, beam), -np.inf, top_score)
-        # What a live hypothesis can still reach: its score (later steps only lower it), the largest prior, and
-        # the penalty for the edits it already has (any word it ends as is at least that far from the
-        # misspelling). A word whose best finished answer beats that for every hypothesis is done.
-        inside = np.arange(edits.shape[1])[None, :] <= length[:, None]
-        least = np.where(inside, edits, EDITS_MAX).min(axis=1).reshape(n, beam)
-        reach = score + self.prior_weight * self.trie.max_log_prior - self.edit_penalty * least
-        score[rows.best[here] >= reach.max(axis=1)] = -np.inf
-        score[rows.step[here] + 1 >= self.max_steps] = -np.inf  # out of steps
-        # Live hypotheses first, and only as many rows per word as the word with the most has: a dead
-        # hypothesis (-inf) would cost a row of the next step and can never win.
-        order = np.argsort(-score, axis=1, kind="stable")
-        score = score[by_word, order]
+        here = np.ascontiguousarray(g.word[:: g.group])  # the searching words, in the order of their rows
+        score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
+            logits, here, g.group, self.beam_size,
+            g.nodes, g.token, g.history, g.edits, g.edits_prev,
+            rows.score, rows.step, rows.target, rows.length, rows.best, rows.best_ids,
+            trie.allowed, trie.children, trie.log_prior, trie.best_log_prior_below,
+            self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps,
+        )  # fmt: skip
         rows.score[here] = score
-        live = np.isfinite(score)
-        width = max(int(live.sum(axis=1).max(initial=0)), 1)
-        searching = live[:, 0]  # a word with a live hypothesis has it first
-        # The candidates that become rows: the first `width` of each word still searching, in one gather.
-        kept = ((by_word * beam + order)[searching, :width]).ravel()
-        parent_kept = parent[kept]
-        nodes = np.where(live[searching, :width].ravel(), self.trie.step(nodes[kept], token[kept]), ROOT)
         rows.beam = g.gathered(
             searching,
             group=width,
-            word=word[kept],
-            token=token[kept],
-            h=h[:, parent_kept],
-            c=c[:, parent_kept],
+            word=np.repeat(here[searching], width),
+            token=token,
+            h=h[:, parent],
+            c=c[:, parent],
             nodes=nodes,
-            history=history[kept],
-            edits=edits[kept],
-            edits_prev=g.edits[parent_kept],
+            history=history,
+            edits=edits,
+            edits_prev=edits_prev,
         )
 
     def _unpark(self, rows: SpellRows) -> None:
@@ -346,25 +305,6 @@ class Speller(ManifestModel):
                     )
             results.append(CorrectedText(_apply(text, corrections), corrections))
         return results
-
-
-EDITS_MAX = np.iinfo(np.int32).max  # beyond any edit distance: what a position past a misspelling's end holds
-
-
-def _extend_edits(
-    edits: np.ndarray, edits_prev: np.ndarray, last: np.ndarray, token: np.ndarray, target: np.ndarray
-) -> np.ndarray:
-    """One more row of the OSA edit-distance table for every candidate at once: `edits` [K, L + 1] holds the
-    distances of a spelling to each prefix of its misspelling `target` [K, L], `edits_prev` the same without
-    its last character `last`; this returns them for the spelling followed by `token`."""
-    new = np.empty_like(edits)
-    new[:, 0] = edits[:, 0] + 1
-    new[:, 1:] = np.minimum(edits[:, 1:] + 1, edits[:, :-1] + (target != token[:, None]))  # skip token or match it
-    swapped = (token[:, None] == target[:, :-1]) & (last[:, None] == target[:, 1:])  # "ab" against "ba"
-    new[:, 2:] = np.where(swapped, np.minimum(new[:, 2:], edits_prev[:, :-2] + 1), new[:, 2:])
-    # A skipped misspelling character: new[j] = min(new[j], new[j - 1] + 1), along j in one pass.
-    j = np.arange(new.shape[1], dtype=new.dtype)
-    return np.minimum.accumulate(new - j, axis=1) + j
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -14,11 +14,11 @@ import torch
 from fastapi.testclient import TestClient
 from rapidfuzz.distance import OSA
 
+from app.beam_step import beam_step, extend_edits
 from app.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
 from app.speller import Speller as ServedSpeller
-from app.speller import _extend_edits
 from app.speller_rows import SpellRows
 from bench.speller_beam_rows import CountingSession
 from tests.conftest import BUNDLED_MODELS, rewrite_checksums, tiny_training_args
@@ -191,7 +191,7 @@ def test_the_edit_table_holds_the_osa_distance_to_every_prefix_of_the_misspellin
     last = np.zeros(len(target), dtype=np.int64)  # no character yet (the start token)
     for step in range(max(map(len, spellings))):
         token = np.array([ord(s[step]) if step < len(s) else ord("z") for s in spellings], dtype=np.int64)
-        edits, edits_prev, last = _extend_edits(edits, edits_prev, last, token, target), edits, token
+        edits, edits_prev, last = extend_edits(edits, edits_prev, last, token, target), edits, token
         for i, (spelled, word) in enumerate(zip(spellings, misspellings, strict=True)):
             if step < len(spelled):
                 so_far = spelled[: step + 1]
@@ -335,6 +335,22 @@ def test_the_beam_computes_only_as_many_rows_as_live_hypotheses(tiny_artifact: P
         live_first = np.arange(rows.score.shape[1])[None, :] < live[:, None]
         assert (np.isfinite(rows.score[searching]) == live_first).all()
         rows = rows.take(~finished)
+
+
+def test_the_compiled_beam_step_is_compiled_once_for_every_batch_shape(tiny_artifact: Path) -> None:
+    """numba compiles app/beam_step.py once per layout of its arguments: a strided or Fortran-ordered array that
+    reached it only on some path (a word joining a running batch, say) would stall that call for seconds
+    while it compiled again. Lone words, batches, words leaving and words joining all share one version."""
+    served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_oov_penalty=0))
+    for words in (["teh"], ["sentance", "wich", "recieve"], ["a" * 12, "ab", "thier", "wierd", "untill"]):
+        served.correct_words(words)
+    rows = served.rows(["sentance", "teh"])
+    served.step(rows)
+    rows = SpellRows.concat([rows, served.rows(["wich", "adress", "occured"])])  # words join between steps
+    while len(rows):
+        _, finished = served.step(rows)
+        rows = rows.take(~finished)
+    assert len(beam_step.overloads) == 1, list(beam_step.overloads)
 
 
 def test_a_beam_wider_than_the_vocabulary_decodes(tiny_artifact: Path) -> None:

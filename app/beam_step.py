@@ -1,0 +1,188 @@
+"""One step of the speller's dictionary-constrained beam search, compiled (numba), for every word of a batch.
+
+The decoder graph computes every row's next-character logits in one call; what follows is per-word
+bookkeeping over a few dozen numbers (pick a word's best continuations, extend their edit-distance rows,
+score the ones that end a word, decide whether the word is done). In numpy that was some ninety small array
+operations a step whatever the batch, most of a step's time when a lightly loaded server calls the speller
+with a word or three; compiled it is one call, and the GIL is released while it runs so the event loop keeps
+answering. See Speller._beam_step for how its results become the next step's rows, docs/design.md for why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+
+def compiled(func: Callable[..., Any]) -> Any:
+    """`func` compiled on its first call, the GIL released while it runs, and the machine code kept on disk
+    (beside the module, or in NUMBA_CACHE_DIR) for the next start. Where no such folder is writable (a
+    read-only install or file system) numba refuses to cache at all: it then compiles at every start."""
+    try:
+        return njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return njit(nogil=True)(func)
+
+EDITS_MAX = np.iinfo(np.int32).max  # beyond any edit distance: what a position past a misspelling's end holds
+
+
+@compiled
+def extend_edits_row(
+    edits: np.ndarray, edits_prev: np.ndarray, last: int, token: int, target: np.ndarray, out: np.ndarray
+) -> None:
+    """One more row of the OSA edit-distance table: `edits` [L + 1] holds the distances of a spelling to each
+    prefix of its misspelling `target` [L] (-1 past its end), `edits_prev` the same without its last character
+    `last`; `out` gets them for the spelling followed by `token`."""
+    out[0] = edits[0] + 1
+    for j in range(1, len(edits)):
+        best = min(edits[j] + 1, edits[j - 1] + (target[j - 1] != token))  # skip `token`, or match it
+        if j >= 2 and token == target[j - 2] and last == target[j - 1]:  # "ab" against "ba"
+            best = min(best, edits_prev[j - 2] + 1)
+        out[j] = min(best, out[j - 1] + 1)  # skip a misspelling character
+
+
+@compiled
+def extend_edits(
+    edits: np.ndarray, edits_prev: np.ndarray, last: np.ndarray, token: np.ndarray, target: np.ndarray
+) -> np.ndarray:
+    """`extend_edits_row` for every row of [K, L + 1] tables at once."""
+    out = np.empty_like(edits)
+    for k in range(len(edits)):
+        extend_edits_row(edits[k], edits_prev[k], last[k], token[k], target[k], out[k])
+    return out
+
+
+@compiled
+def beam_step(
+    # the decoder's [R, V] output; the words of its rows, `group` rows each; hypotheses kept per word
+    logits: np.ndarray,
+    here: np.ndarray,
+    group: int,
+    beam: int,
+    # the rows' state: trie node, last token, tokens so far, edit-table rows (see app/speller_rows.py)
+    row_nodes: np.ndarray,
+    row_token: np.ndarray,
+    row_history: np.ndarray,
+    row_edits: np.ndarray,
+    row_edits_prev: np.ndarray,
+    # per word of the batch (SpellRows); `best` and `best_ids` are updated in place
+    score: np.ndarray,
+    step: np.ndarray,
+    target: np.ndarray,
+    length: np.ndarray,
+    best: np.ndarray,
+    best_ids: np.ndarray,
+    # the dictionary trie's tables (app/trie.py)
+    allowed: np.ndarray,
+    children: np.ndarray,
+    log_prior: np.ndarray,
+    best_below: np.ndarray,
+    eos: int,
+    prior_weight: float,
+    edit_penalty: float,
+    max_steps: int,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), the best word
+    that ends among them, and its hypotheses for the next step. Returns the words' scores [n, beam] (live
+    ones first, best first), which words still search, and the next step's rows: `width` per searching word,
+    its live hypotheses then dead padding, as (parent row, token, trie node, history, edits, edits_prev)."""
+    n, vocab = len(here), logits.shape[1]
+    top_score = np.full((n, beam), -np.inf, dtype=np.float32)
+    top_index = np.zeros((n, beam), dtype=np.int64)  # row * vocab + token
+    new_edits = np.empty((n, beam, row_edits.shape[1]), dtype=row_edits.dtype)
+    live_count = np.zeros(n, dtype=np.int64)
+    new_score = np.full((n, beam), -np.inf, dtype=np.float32)
+    for w in range(n):
+        word = here[w]
+        for j in range(group):
+            r = w * group + j
+            prior_score = score[word, j]
+            if prior_score == -np.inf:  # a dead row: padding, or a hypothesis that ended
+                continue
+            peak = logits[r, 0]
+            for v in range(1, vocab):
+                peak = max(peak, logits[r, v])
+            mass = np.float32(0)
+            for v in range(vocab):
+                mass += np.exp(logits[r, v] - peak)
+            norm = np.log(mass)
+            for v in range(vocab):
+                if not allowed[row_nodes[r], v]:
+                    continue
+                total = prior_score + ((logits[r, v] - peak) - norm)
+                if total <= top_score[w, beam - 1]:
+                    continue
+                k = beam - 1  # insert, keeping the list sorted best first (earlier rows first among equals)
+                while k > 0 and top_score[w, k - 1] < total:
+                    top_score[w, k], top_index[w, k] = top_score[w, k - 1], top_index[w, k - 1]
+                    k -= 1
+                top_score[w, k], top_index[w, k] = total, r * vocab + v
+        # Score the candidates that end a word; bound what the others can still reach.
+        chosen, chosen_row, reach = -np.inf, -1, -np.inf
+        at = step[word]
+        for k in range(beam):
+            s = top_score[w, k]
+            if s == -np.inf:
+                break
+            r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
+            if token == eos:
+                # A whole dictionary word: reranked with its prior, less its distance to the misspelling.
+                final = s + prior_weight * log_prior[row_nodes[r]] - edit_penalty * row_edits[r, length[word]]
+                if final > chosen:
+                    chosen, chosen_row = final, r
+                continue
+            extend_edits_row(row_edits[r], row_edits_prev[r], row_token[r], token, target[word], new_edits[w, k])
+            least = EDITS_MAX  # any word it becomes is at least this far from the misspelling
+            for j in range(length[word] + 1):
+                least = min(least, new_edits[w, k, j])
+            child = children[row_nodes[r], token]
+            # Its score only falls; the best prior under its trie node is the most its word can add.
+            reach = max(reach, s + prior_weight * best_below[child] - edit_penalty * least)
+            new_score[w, live_count[w]] = s
+            live_count[w] += 1
+        if chosen > best[word]:
+            best[word] = chosen
+            best_ids[word] = row_history[chosen_row]
+            best_ids[word, at] = eos
+        if best[word] >= reach or at + 1 >= max_steps:  # nothing left can beat the answer, or out of steps
+            live_count[w] = 0
+            new_score[w] = -np.inf
+
+    width = max(live_count.max(), 1)
+    searching = live_count > 0
+    rows = searching.sum() * width
+    parent = np.empty(rows, dtype=np.int64)
+    token_out = np.empty(rows, dtype=row_token.dtype)
+    nodes_out = np.zeros(rows, dtype=row_nodes.dtype)  # the root, for padding rows
+    history_out = np.empty((rows, row_history.shape[1]), dtype=row_history.dtype)
+    edits_out = np.empty((rows, row_edits.shape[1]), dtype=row_edits.dtype)
+    edits_prev_out = np.empty((rows, row_edits.shape[1]), dtype=row_edits.dtype)
+    out = 0
+    for w in range(n):
+        if not searching[w]:
+            continue
+        kept = 0
+        for k in range(beam):
+            if kept == width:
+                break
+            r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
+            if top_score[w, k] == -np.inf or token == eos:
+                continue
+            parent[out], token_out[out] = r, token
+            nodes_out[out] = children[row_nodes[r], token]
+            history_out[out] = row_history[r]
+            history_out[out, step[here[w]]] = token
+            edits_out[out] = new_edits[w, k]
+            edits_prev_out[out] = row_edits[r]
+            out += 1
+            kept += 1
+        for _ in range(kept, width):  # dead padding (scored -inf): a copy of the word's first row
+            parent[out], token_out[out] = parent[out - kept], token_out[out - kept]
+            history_out[out] = history_out[out - kept]
+            edits_out[out] = edits_out[out - kept]
+            edits_prev_out[out] = edits_prev_out[out - kept]
+            out += 1
+    return new_score, searching, width, parent, token_out, nodes_out, history_out, edits_out, edits_prev_out
