@@ -44,7 +44,6 @@ class DictionaryTrie:
         total = max(sum(word_count), 1)
         counts_array = np.asarray(word_count, dtype=np.float64)
         self.log_prior = np.where(is_terminal, np.log(np.maximum(counts_array, 1) / total), 0).astype(np.float32)
-        self.max_log_prior = float(self.log_prior[is_terminal].max()) if is_terminal.any() else 0.0
         self.min_log_prior = float(self.log_prior[is_terminal].min()) if is_terminal.any() else 0.0
         self.best_log_prior_below = self._best_below(np.where(is_terminal, self.log_prior, -np.inf))
 
