@@ -26,6 +26,7 @@ def compiled(func: Callable[..., Any]) -> Any:
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return njit(nogil=True)(func)
 
+
 EDITS_MAX = np.iinfo(np.int32).max  # beyond any edit distance: what a position past a misspelling's end holds
 
 
