@@ -95,6 +95,7 @@ def beam_step(
     top_index = np.zeros((n, beam), dtype=np.int64)  # row * vocab + token
     new_edits = np.empty((n, beam, row_edits.shape[1]), dtype=row_edits.dtype)
     live_count = np.zeros(n, dtype=np.int64)
+    live_at = np.zeros((n, beam), dtype=np.int64)  # where each word's live candidates stand in its top list
     new_score = np.full((n, beam), -np.inf, dtype=np.float32)
     for w in range(n):
         word = here[w]
@@ -143,6 +144,7 @@ def beam_step(
             # Its score only falls; the best prior under its trie node is the most its word can add.
             reach = max(reach, s + prior_weight * best_below[child] - edit_penalty * least)
             new_score[w, live_count[w]] = s
+            live_at[w, live_count[w]] = k
             live_count[w] += 1
         if chosen > best[word]:
             best[word] = chosen
@@ -165,13 +167,10 @@ def beam_step(
     for w in range(n):
         if not searching[w]:
             continue
-        kept = 0
-        for k in range(beam):
-            if kept == width:
-                break
+        first = out
+        for i in range(live_count[w]):  # the word's live hypotheses, best first
+            k = live_at[w, i]
             r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
-            if top_score[w, k] == -np.inf or token == eos:
-                continue
             parent[out], token_out[out] = r, token
             nodes_out[out] = children[row_nodes[r], token]
             history_out[out] = row_history[r]
@@ -179,11 +178,10 @@ def beam_step(
             edits_out[out] = new_edits[w, k]
             edits_prev_out[out] = row_edits[r]
             out += 1
-            kept += 1
-        for _ in range(kept, width):  # dead padding (scored -inf): a copy of the word's first row
-            parent[out], token_out[out] = parent[out - kept], token_out[out - kept]
-            history_out[out] = history_out[out - kept]
-            edits_out[out] = edits_out[out - kept]
-            edits_prev_out[out] = edits_prev_out[out - kept]
+        for _ in range(live_count[w], width):  # dead padding (scored -inf): copies of the word's first row
+            parent[out], token_out[out] = parent[first], token_out[first]
+            history_out[out] = history_out[first]
+            edits_out[out] = edits_out[first]
+            edits_prev_out[out] = edits_prev_out[first]
             out += 1
     return new_score, searching, width, parent, token_out, nodes_out, history_out, edits_out, edits_prev_out
