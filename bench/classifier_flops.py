@@ -23,7 +23,7 @@ import anyio
 from app.batching import DynamicBatcher
 from app.classifier import Classifier
 from app.settings import Settings
-from bench.harness import run_record
+from bench.harness import run_record, save_report
 from bench.poem_batching import sgemm_peak
 from bench.serving import median_row
 from bench.speller_scheduling import closed_loop
@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     report = {**run_record("bench.classifier_flops", argv), "clients": args.clients, "seconds": args.seconds,
               "sgemm_peak_flops": peak, "rows": rows}  # fmt: skip
     out = ROOT / "docs" / "classifier_flops.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# The classifier's model FLOP utilisation, in process",
         "",
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         f"the int8 graph does the same work in int8) per second ÷ {peak / 1e9:.1f} GFLOP/s, a 2048² SGEMM on the "
         "same core in the same run. Padding counts: it is work the core does.",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_report(out, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

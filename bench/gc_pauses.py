@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import run_record
+from bench.harness import run_record, save_report
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": args.seconds,
         "rounds": [{variant: measure(variant, args) for variant in VARIANTS} for _ in range(args.repeats)],
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    save_report(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,13 @@ def record_in_manifest(manifest_path: Path, key: str, block: dict) -> None:
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
+def save_report(out: Path, report: dict, markdown: str) -> None:
+    """A bench's report: its JSON at `out`, its Markdown beside it (`out` with `.md`) and on the terminal."""
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
 def run_record(module: str, argv: list[str] | None) -> dict[str, str]:
     """When a bench ran and the command that reproduces it: the head of every report."""
     return {

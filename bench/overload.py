@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 
-from bench.harness import run_record
+from bench.harness import run_record, save_report
 from bench.load import BODIES, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     out = ROOT / "docs" / "overload.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Overload",
         "",
@@ -71,8 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['server']} | {r['statuses'].get('200', 0)} | {r['statuses'].get('503', 0)} | {other} | "
             f"{r['p50_ms']} | {r['p99_ms']} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_report(out, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

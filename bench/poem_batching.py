@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import replace_block, run_record
+from bench.harness import replace_block, run_record, save_report
 from bench.load import POEM_BODIES, closed_loop
 from bench.serving import median_row, start_server, stop_server
 
@@ -148,10 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "runs": runs,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
+    save_report(args.out, report, markdown(report))
     replace_block(ROOT / "README.md", "poem-batching", table(report))
-    print(markdown(report))
 
 
 def table(report: dict) -> str:

@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.harness import save_report
 from training.poet import DEFAULT_LR
 
 PUBLISHED = {"sgd": 35.9, "momentum": 27.5, "adagrad": 23.5, "adam": 22.7}
@@ -87,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.docs.mkdir(parents=True, exist_ok=True)
     stem = args.docs / f"poet_optimizers{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
+    save_report(stem.with_suffix(".json"), report, markdown(report))
     plot(results, stem.with_suffix(".png"), args.size)
-    print(markdown(report))
 
 
 def stopped_by(summary: dict) -> str:

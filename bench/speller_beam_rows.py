@@ -12,14 +12,13 @@ Writes docs/speller_beam_rows.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
-from bench.harness import run_record
+from bench.harness import run_record, save_report
 from training import speller_data
 
 
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         "precision": speller.precision,
         "runs": runs,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     first = args.batch_sizes[0]
     text = (
         f"# The speller's beam: decoding done\n\nMeasured {report['measured']} with `{report['command']}`: the "
@@ -93,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['batch']} | {r['decoder_calls']:,} | {r['decoder_rows']:,} | {', '.join(map(str, r['seconds']))} | "
             f"{r['valid_accuracy']:.4f} | {r['answers_unlike_first_batch_size']} |\n"
         )
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    save_report(args.out, report, text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
-from bench.harness import record_in_manifest, run_record
+from bench.harness import record_in_manifest, run_record, save_report
 from bench.load import misspellings
 from training import speller_data
 from training.export import write_speller_artifact
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         "answers_differing": sum(a != b for a, b in zip(answers["float32"], answers["int8"], strict=True)),
         **results,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    save_report(args.out, report, markdown(report))
     if args.write_manifest:
         measured_by = "python -m bench.speller_int8 --write-manifest"
         record_in_manifest(

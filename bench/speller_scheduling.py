@@ -31,7 +31,7 @@ from app.continuous import ContinuousBatcher
 from app.settings import Settings
 from app.speller import Speller
 from app.speller_rows import SpellRows
-from bench.harness import run_record
+from bench.harness import run_record, save_report
 from bench.load import BODIES
 from bench.poem_batching import sgemm_peak
 from bench.serving import median_row
@@ -170,7 +170,6 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     out = ROOT / "docs" / "speller_scheduling.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# The speller's schedulers, in process",
         "",
@@ -191,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         f"float32 arithmetic: the CPU runs the int8 graphs) per second ÷ {peak / 1e9:.1f} GFLOP/s, a 2048² SGEMM "
         "on the same core in the same run. Padding and dead rows count: they are work the core does.",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_report(out, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
