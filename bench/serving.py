@@ -5,8 +5,8 @@ generator (bench/load.py) to the others.
 
 Servers: (a) this service with batching off (every request its own model call), (b) this service,
 (c) LitServe serving the same models with the same inference code (bench/litserve_server.py, its own
-batching) and (d) a naive PyTorch-eager server taking one request at a time (bench/naive_server.py; it
-needs the training checkpoints under runs/, and is left out with a note when they are missing).
+batching) and (d) a naive PyTorch-eager server taking one request at a time (bench/naive_server.py, on the
+bundled models' weights).
 After its closed loop, (b) also gets an open loop at half of its peak, for the latency there.
 Results go to docs/benchmarks.json and docs/benchmarks.md.
 """
@@ -29,7 +29,6 @@ import httpx
 
 from bench.harness import run_record
 from bench.load import BODIES, closed_loop, open_loop
-from bench.naive_server import bundled_classifier_members
 from bench.serving_plots import throughput_and_latency
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +40,6 @@ NAIVE = ["-m", "bench.naive_server"]
 ONLY = {"charserve, speller batching continuously": ["/correct"],
         "charserve, greedy decoding as (d) does": ["/correct"],
         "LitServe, speller in its ContinuousBatchingLoop": ["/correct"]}  # fmt: skip
-NAIVE_NEEDS = [ROOT / "runs" / "speller" / "best.pt", *(ROOT / p for p in bundled_classifier_members(ROOT / "models"))]
 # name → (python arguments, environment); the port is appended.
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "charserve, batching off": (UVICORN, {"CHARSERVE_BATCH_MAX_TEXTS": "1", "CHARSERVE_BATCH_MAX_WAIT_MS": "0"}),
@@ -119,10 +117,6 @@ def main(argv: list[str] | None = None) -> None:
         return write_report(json.loads(args.out.read_text()), args.out)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     servers = dict(SERVERS)
-    missing = [str(p.relative_to(ROOT)) for p in NAIVE_NEEDS if not p.exists()]
-    if missing:
-        print(f"naive server left out: {', '.join(missing)} missing (make speller-train classifier-train)")
-        servers = {k: v for k, v in servers.items() if v[0] is not NAIVE}
     runs, providers = [], {}
     # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike.
     for round_ in range(args.repeats):
@@ -214,8 +208,9 @@ def markdown(report: dict, plot: str = "benchmarks.png") -> str:
         "instead (`CHARSERVE_SPELLER_SCHEDULING=continuous`). LitServe's continuous row runs the same step",
         "model under LitServe's ContinuousBatchingLoop (`--speller-loop continuous`). LitServe runs the",
         "same `app/` inference modules on the same ONNX files, one worker, its own batching",
-        "(bench/litserve_server.py). The naive server runs the training checkpoints in PyTorch eager, one",
-        "request at a time, greedy decoding (bench/naive_server.py); the greedy charserve row decodes as it",
+        "(bench/litserve_server.py). The naive server runs the bundled models' weights (read back from their",
+        "float32 graphs) in PyTorch eager, one request at a time, greedy decoding (bench/naive_server.py); the",
+        "greedy charserve row decodes as it",
         "does (`CHARSERVE_SPELLER_BEAM_SIZE=1`: one dictionary-constrained greedy row and the unconstrained",
         "greedy row per word, against the naive server's one), for a like-for-like ratio to (d), not for its",
         "answers (beam 16 is what charserve serves, see docs/speller.md). The open-loop row sends at half of",

@@ -41,6 +41,13 @@ def test_naive_server_answers_both_endpoints(tiny_run: Path, tiny_classifier_run
         assert label in ("Person", "Place", "Organisation", "Work", "Species")
 
 
+def test_the_naive_server_runs_the_bundled_models_without_a_training_run() -> None:
+    models = Path(__file__).resolve().parent.parent / "models"
+    with TestClient(naive_app(models / "speller", [models / "classifier"])) as client:
+        assert client.post("/correct", json={"text": "recieve"}).json() == {"results": [{"text": "receive"}]}
+        assert client.post("/classify", json={"text": "Cross_Bayou"}).json() == {"results": [{"label": "Place"}]}
+
+
 def test_step_flops_counts_lstm_gates_and_the_output_layer() -> None:
     manifest = {"config": {"emb": 2, "hidden": 3, "layers": 2, "vocab_size": 5}}
     # layer 1: 4·3·(2+3) = 60, layer 2: 4·3·(3+3) = 72, output: 3·5 = 15 multiply-adds.
