@@ -10,6 +10,8 @@ PORT ?= 8000
 
 SPELLING ?= ../shared/data/spelling
 # The bundled speller was resumed into runs/speller2 (docs/speller.md): export it with SPELLER_RUN=runs/speller2.
+# Without that run, `python -m training.onnx_weights speller models/speller --out runs/speller_bundled` rebuilds one
+# from the artifact's own weights (before any change to the export code: it re-exports to match).
 SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.3.0
 
@@ -47,7 +49,7 @@ speller-train: install-test
 speller-artifact: install-test
 	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller --version $(SPELLER_VERSION) \
 		--int8
-	cp $(SPELLER_RUN)/curves.png docs/speller_curves.png
+	[ ! -f $(SPELLER_RUN)/curves.png ] || cp $(SPELLER_RUN)/curves.png docs/speller_curves.png  # a run rebuilt from an artifact has none
 	$(MAKE) speller-measure
 
 ## Tune the bundled speller's decoding on validation, measure it beside the peers, regenerate docs/speller.md.

@@ -13,8 +13,13 @@ from torch import nn
 
 from training import onnx_weights
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
-from training.export import _export, export_classifier, export_speller, store_int8
-from training.onnx_weights import load_classifier_artifact, load_from_onnx, load_speller_artifact
+from training.export import _export, export_classifier, export_speller, load_speller, store_int8
+from training.onnx_weights import (
+    load_classifier_artifact,
+    load_from_onnx,
+    load_speller_artifact,
+    speller_run_from_artifact,
+)
 from training.speller_model import Speller
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -128,3 +133,13 @@ def test_the_bundled_classifier_in_pytorch_computes_what_its_graph_computes() ->
     session = _folding_session(MODELS / "classifier" / manifest["graphs"]["classifier"]["file"])
     (got,) = session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy(), "lexicon": lexicon.numpy()})
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_bundled_speller_exported_again_from_its_rebuilt_run_is_the_same_files(tmp_path: Path) -> None:
+    # Also holds the bundled graphs to the export code: a change to the graphs needs a re-export.
+    checkpoint = speller_run_from_artifact(MODELS / "speller", tmp_path / "run")
+    assert {p.name for p in checkpoint.parent.iterdir()} == {"best.pt", "dictionary.txt", "summary.json"}
+    model, state = load_speller(checkpoint)
+    assert state["max_len"] == 24 and state["from_artifact"]["folder"] == str(MODELS / "speller")
+    for path in export_speller(model, tmp_path / "graphs", int8=True).values():
+        assert path.read_bytes() == (MODELS / "speller" / path.name).read_bytes(), path.name

@@ -9,11 +9,18 @@ position, offset so that no ordinary constant looks like one). Each weight initi
 which parameter elements it copied, in which order, whatever the exporter did to them (transposed them, reordered
 an LSTM's gates, concatenated its biases); the initializer of the same name in the bundled graph gives those
 elements' trained values. A weight the exporter computed from several values, rather than copied, raises.
+
+    python -m training.onnx_weights speller models/speller --out runs/speller_bundled
+
+writes a training run folder for the bundled speller (best.pt, dictionary.txt, summary.json), from which
+`make speller-reexport` exports it again with the current export code (docs/design.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -135,3 +142,43 @@ def load_classifier_artifact(folder: Path) -> tuple[NameClassifier | NameClassif
     channels = (manifest.get("lexicon") or {}).get("channels", 0)
     graph = folder / manifest["graphs"]["classifier"]["file"]
     return load_from_onnx(model, lambda m, out: [export_classifier(m, out, channels)], [graph]), manifest
+
+
+def speller_run_from_artifact(folder: Path, out: Path) -> Path:
+    """A training run folder (best.pt, dictionary.txt, summary.json) rebuilt from the speller artifact at
+    `folder`, as training/speller.py would have written it: what `python -m training.export speller` and the
+    speller benches read. Returns the checkpoint's path."""
+    model, manifest = load_speller_artifact(folder)
+    training = manifest["training"]
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "best.pt"
+    torch.save(
+        {
+            "config": model.config,
+            "state_dict": model.state_dict(),
+            "vocab": manifest["vocab"],
+            "max_len": manifest["limits"]["max_word_len"],
+            "epoch": training["best_epoch"],
+            "valid": training["valid"],
+            "args": training["args"],
+            "from_artifact": {"folder": str(folder), "version": manifest["version"], "files": manifest["files"]},
+        },
+        checkpoint,
+    )
+    shutil.copyfile(folder / manifest["dictionary"], out / "dictionary.txt")
+    summary = {**training["pairs"], "sources": manifest["data"], "from_artifact": str(folder)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=["speller"])
+    parser.add_argument("artifact", type=Path, help="the artifact folder, e.g. models/speller")
+    parser.add_argument("--out", type=Path, required=True, help="the run folder to write, e.g. runs/speller_bundled")
+    args = parser.parse_args(argv)
+    print(speller_run_from_artifact(args.artifact, args.out))
+
+
+if __name__ == "__main__":
+    main()
