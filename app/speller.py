@@ -58,11 +58,16 @@ class Speller(ManifestModel):
         self.encoder: ort.InferenceSession = open_session(folder, encoder, settings)
         self.decoder: ort.InferenceSession = open_session(folder, decoder, settings)
         self.provider: str = self.encoder.get_providers()[0]
-        memory_dims = next(i.shape for i in self.decoder.get_inputs() if i.name == "memory")
-        if memory_dims[0] != "words":  # graphs before speller 1.2.0 took a copy per row
+        inputs = {i.name: i.shape for i in self.decoder.get_inputs()}
+        if "values" not in inputs:  # speller 1.2.0 and 1.3.0 read the encoder's memory at every step
+            raise ArtifactError(
+                f"{folder / decoder.file}: reads the encoder's memory, this server passes attention values (speller "
+                "1.4.0 and later): export it again (python -m training.onnx_weights, then python -m training.export)"
+            )
+        if inputs["values"][0] != "words":  # graphs before speller 1.2.0 took a copy per row
             raise ArtifactError(
                 f"{folder / decoder.file}: takes encoder outputs per row "
-                f"({memory_dims[0]!r}), this server passes them once per word ('words'): export it again "
+                f"({inputs['values'][0]!r}), this server passes them once per word ('words'): export it again "
                 "(python -m training.export speller)"
             )
         vocab = self.manifest.vocab
@@ -118,7 +123,7 @@ class Speller(ManifestModel):
         src, lengths = self._ids(words)
         if src.shape[1] > self.max_len:  # callers pass candidate_words' words, which never are
             raise ValueError(f"longer than {self.max_len} characters: {[w for w in words if len(w) > self.max_len]}")
-        memory, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
+        values, keys, h, c = self.encoder.run(None, {"src": src, "src_len": lengths})
         bias = np.where(np.arange(src.shape[1])[None, :] < lengths[:, None], 0, NEG_INF).astype(np.float32)
         n, beam = len(words), self.beam_size
 
@@ -137,7 +142,7 @@ class Speller(ManifestModel):
                 history=np.zeros((len(word), self.max_steps), dtype=np.int64),
                 edits=start.copy(),
                 edits_prev=np.full(start.shape, self.max_len + self.max_steps, dtype=np.int32),  # no transposition yet
-                memory=memory[words],
+                values=values[words],
                 keys=keys[words],
                 bias=bias[words],
             )

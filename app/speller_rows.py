@@ -47,12 +47,12 @@ class DecoderRows:
     # character earlier (for transpositions): [N, max_len + 1] int32 on beam rows, [N, 0] on greedy rows.
     edits: np.ndarray
     edits_prev: np.ndarray
-    memory: np.ndarray  # [N / group, T, 2 hidden]: the encoder's output, padded to the batch's longest word
+    values: np.ndarray  # [N / group, T, hidden]: the encoder's attention values, padded to the longest word
     keys: np.ndarray  # [N / group, T, key]
     bias: np.ndarray  # [N / group, T]: 0 inside the word, NEG_INF on padding (an attention mask)
 
     ROW_FIELDS = ("word", "token", "h", "c", "nodes", "history", "edits", "edits_prev")
-    WORD_FIELDS = ("memory", "keys", "bias")
+    WORD_FIELDS = ("values", "keys", "bias")
 
     def __len__(self) -> int:
         return len(self.word)
@@ -76,7 +76,7 @@ class DecoderRows:
         """Attention padding cut to the longest word left: later steps attend over less of it."""
         width = int((rows.bias == 0).sum(axis=1).max(initial=0))
         if 0 < width < rows.bias.shape[1]:
-            rows.memory, rows.keys, rows.bias = rows.memory[:, :width], rows.keys[:, :width], rows.bias[:, :width]
+            rows.values, rows.keys, rows.bias = rows.values[:, :width], rows.keys[:, :width], rows.bias[:, :width]
         return rows
 
     def _rows_at(self, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,7 +84,7 @@ class DecoderRows:
         return {k: getattr(self, k)[:, index] if k in ("h", "c") else getattr(self, k)[index] for k in self.ROW_FIELDS}
 
     def inputs(self) -> dict[str, np.ndarray]:
-        return {"token": self.token, "h": self.h, "c": self.c, "memory": self.memory, "keys": self.keys,
+        return {"token": self.token, "h": self.h, "c": self.c, "values": self.values, "keys": self.keys,
                 "bias": self.bias}  # fmt: skip
 
     def widen(self, group: int) -> DecoderRows:
@@ -100,13 +100,13 @@ class DecoderRows:
     def concat(parts: list[DecoderRows], offsets: list[int]) -> DecoderRows:
         """Rows of several batches as one; `offsets[i]` is where batch i's words start in the joined batch. Each
         word gets as many rows as the widest batch's words have."""
-        width = max(p.memory.shape[1] for p in parts)
+        width = max(p.values.shape[1] for p in parts)
         group = max(p.group for p in parts)
         padded = [
             replace(
                 p,
                 word=p.word + offset,
-                memory=_pad_time(p.memory, width, 0.0),
+                values=_pad_time(p.values, width, 0.0),
                 keys=_pad_time(p.keys, width, 0.0),
                 bias=_pad_time(p.bias, width, NEG_INF),
             )

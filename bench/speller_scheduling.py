@@ -69,9 +69,10 @@ class FlopCounter:
         emb, hidden, vocab = config["emb"], config["hidden"], config["vocab_size"]
         self.lstm = 4 * hidden * (emb + hidden)  # one LSTM step of one row
         self.encoder_tail = 2 * hidden * 2 * hidden  # the bridge to the decoder's first state, once per word
-        self.key = 2 * hidden * hidden  # attention keys, per source position
-        self.decoder_row = self.lstm + 3 * hidden * hidden + hidden * vocab  # LSTM, combine, output
-        self.attention = 3 * hidden  # scores and context, per source position of a row
+        # attention keys and values (the context half of combine, training/export.py), per source position
+        self.key = 2 * hidden * hidden + 2 * hidden * hidden
+        self.decoder_row = self.lstm + hidden * hidden + hidden * vocab  # LSTM, combine's state half, output
+        self.attention = 2 * hidden  # scores and context, per source position of a row
         self.flops = 0.0
 
     def wrap(self, speller: Speller) -> None:
@@ -83,7 +84,7 @@ class FlopCounter:
             return encode(names, feeds, *args)
 
         def decoder_run(names: Any, feeds: dict, *args: Any) -> Any:
-            rows, length = len(feeds["token"]), feeds["memory"].shape[1]
+            rows, length = len(feeds["token"]), feeds["values"].shape[1]
             self.flops += 2 * rows * (self.decoder_row + length * self.attention)
             return decode(names, feeds, *args)
 

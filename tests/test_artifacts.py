@@ -94,11 +94,35 @@ def test_a_speller_graph_that_takes_encoder_outputs_per_row_is_refused(artifact_
     folder = artifact_copy / "speller"
     graph = onnx.load(str(folder / "decoder_step.onnx"))
     for tensor in graph.graph.input:
-        if tensor.name in ("memory", "keys", "bias"):
+        if tensor.name in ("values", "keys", "bias"):
             tensor.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(graph, str(folder / "decoder_step.onnx"))
     rewrite_checksums(folder)
     with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: takes encoder outputs per row"):
+        load(artifact_copy)
+
+
+def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy: Path) -> None:
+    """Speller 1.2.0 and 1.3.0 attended over the encoder's memory; this server passes the values the encoder
+    graph now writes instead (training/export.py), which such a graph would fail on at the first request."""
+    import onnx
+
+    folder = artifact_copy / "speller"
+    graph = onnx.load(str(folder / "decoder_step.onnx"))
+    for tensor in graph.graph.input:
+        if tensor.name == "values":
+            tensor.name = "memory"
+    for node in graph.graph.node:
+        node.input[:] = ["memory" if name == "values" else name for name in node.input]
+    onnx.save(graph, str(folder / "decoder_step.onnx"))
+
+    def as_before(manifest: dict) -> None:
+        for spec in manifest["graphs"]["decoder_step"]["inputs"]:
+            spec["name"] = "memory" if spec["name"] == "values" else spec["name"]
+
+    edit_manifest(folder, as_before)
+    rewrite_checksums(folder)
+    with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: reads the encoder's memory"):
         load(artifact_copy)
 
 

@@ -106,19 +106,18 @@ def test_a_weight_the_exporter_computed_is_refused(tmp_path: Path) -> None:
 def test_the_bundled_speller_in_pytorch_computes_what_its_graphs_compute() -> None:
     model, manifest = load_speller_artifact(MODELS / "speller")
     src, src_len = torch.tensor([[8, 9, 10, 11, 0], [5, 12, 7, 6, 9]]), torch.tensor([4, 5])
+    bias = torch.where(torch.arange(5) < src_len[:, None], 0.0, -1e9)
+    token = torch.tensor([1, 1])
     with torch.no_grad():
         memory, keys, h, c = model.encode(src, src_len)
-        token = torch.tensor([[1], [1]])
-        bias = torch.where(torch.arange(5) < src_len[:, None], 0.0, -1e9)
-        logits, _, _ = model.decode(token, h, c, memory, keys, bias)
+        logits, _, _ = model.decode(token[:, None], h, c, memory, keys, bias)
     encoder = ort.InferenceSession(str(MODELS / "speller" / manifest["graphs"]["encoder"]["file"]))
-    got = encoder.run(None, {"src": src.numpy(), "src_len": src_len.numpy()})
-    for want, out in zip((memory, keys, h, c), got, strict=True):
+    values, *got = encoder.run(None, {"src": src.numpy(), "src_len": src_len.numpy()})
+    for want, out in zip((keys, h, c), got, strict=True):
         np.testing.assert_allclose(out, want.numpy(), atol=1e-4)
     decoder = ort.InferenceSession(str(MODELS / "speller" / manifest["graphs"]["decoder_step"]["file"]))
-    bias = np.where(np.arange(5) < src_len.numpy()[:, None], 0.0, -1e9).astype(np.float32)
-    feeds = {"token": token[:, 0].numpy(), "h": h.numpy(), "c": c.numpy(), "memory": memory.numpy(),
-             "keys": keys.numpy(), "bias": bias}  # fmt: skip
+    feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "values": values, "keys": keys.numpy(),
+             "bias": bias.numpy()}  # fmt: skip
     np.testing.assert_allclose(decoder.run(None, feeds)[0], logits[:, 0].numpy(), atol=1e-4)
 
 

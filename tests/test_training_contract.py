@@ -51,7 +51,7 @@ def test_manifest_records_the_contract(tiny_artifact: Path) -> None:
     assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "dictionary.txt"}
     assert {"lab_train", "lab_test", "codespell", "symspell_frequency"} <= set(manifest["data"])
     assert [t["name"] for t in manifest["graphs"]["decoder_step"]["inputs"]] == [
-        "token", "h", "c", "memory", "keys", "bias",
+        "token", "h", "c", "values", "keys", "bias",
     ]  # fmt: skip
 
 
@@ -367,9 +367,9 @@ def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
     """Encoder outputs are padded to the longest word in the batch, and cut back when it leaves."""
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=2, speller_oov_penalty=0))
     rows = SpellRows.concat([served.rows(["teh"]), served.rows(["sentance"])])  # joined: padded to 8
-    assert rows.beam.memory.shape[1] == rows.parked.memory.shape[1] == 8
-    assert rows.beam.memory.shape[0] == rows.parked.memory.shape[0] == 2  # once per word, whatever its rows
+    assert rows.beam.values.shape[1] == rows.parked.values.shape[1] == 8
+    assert rows.beam.values.shape[0] == rows.parked.values.shape[0] == 2  # once per word, whatever its rows
     assert (rows.beam.bias[0, 3:] < 0).all() and (rows.beam.bias[1] == 0).all()
     short = rows.take(np.array([True, False]))  # the long word leaves
-    assert short.beam.memory.shape[1] == short.parked.memory.shape[1] == 3
+    assert short.beam.values.shape[1] == short.parked.values.shape[1] == 3
     assert list(short.words) == ["teh"] and set(short.beam.word.tolist()) == set(short.parked.word.tolist()) == {0}

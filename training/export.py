@@ -33,40 +33,62 @@ from training.speller_model import Speller
 OPSET = 17
 
 
+def _frozen(weights: torch.Tensor) -> nn.Parameter:
+    """A copy of part of a weight matrix as a parameter of its own: the exporter writes it as an initializer,
+    which the int8 quantizer quantizes (a slice of the whole matrix would run at every call, in float32)."""
+    return nn.Parameter(weights.detach().clone(), requires_grad=False)
+
+
 class SpellerEncoder(nn.Module):
+    """src, src_len → what every decoder step reads of each word, and the decoder's first h and c.
+
+    The decoder's `combine` layer reads [state; context], and the context is an attention-weighted sum of the
+    encoder states (memory): so its context half can be applied to each encoder state once, here (the values
+    [B, T, H]), instead of to each beam row's context at every step. Same numbers up to rounding."""
+
     def __init__(self, model: Speller) -> None:
         super().__init__()
         self.model = model
+        self.combine_context = _frozen(model.combine.weight[:, model.combine.out_features :])
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.model.encode(src, src_len)
+        memory, keys, h, c = self.model.encode(src, src_len)
+        return memory @ self.combine_context.T, keys, h, c
 
 
 class SpellerDecoderStep(nn.Module):
-    """One step for a batch of rows: token [B] → logits [B, V], with h and c in and out. The encoder outputs
-    (memory, keys, bias) come once per word; the rows are that many equal groups of consecutive rows."""
+    """One step for a batch of rows: token [B] → logits [B, V], with h and c in and out: Speller.decode with
+    L = 1 (eval mode), reading the encoder's values (SpellerEncoder) where decode reads memory. The encoder
+    outputs (values, keys, bias) come once per word; the rows are that many equal groups of consecutive rows."""
 
     def __init__(self, model: Speller) -> None:
         super().__init__()
         self.model = model
+        self.combine_state = _frozen(model.combine.weight[:, : model.combine.out_features])
 
     def forward(
         self,
         token: torch.Tensor,
         h: torch.Tensor,
         c: torch.Tensor,
-        memory: torch.Tensor,
+        values: torch.Tensor,
         keys: torch.Tensor,
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        logits, h, c = self.model.decode(token[:, None], h, c, memory, keys, bias)
-        return logits[:, 0], h, c
+        model = self.model
+        y, (h, c) = model.decoder(model.embed(token)[:, None], (h, c))
+        y = y[:, 0]
+        queries = y.reshape(keys.size(0), -1, y.size(1))  # [W, rows per word, H]
+        weights = torch.softmax(torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :], dim=-1)
+        context = torch.bmm(weights, values).reshape(y.shape)  # already through combine's context half
+        mixed = torch.tanh(y @ self.combine_state.T + context + model.combine.bias)
+        return model.out(mixed), h, c
 
 
 SPELLER_ENCODER_IO = {
     "inputs": {"src": (["batch", "src_len"], "int64"), "src_len": (["batch"], "int64")},
     "outputs": {
-        "memory": (["batch", "src_len", "2*hidden"], "float32"),
+        "values": (["batch", "src_len", "hidden"], "float32"),
         "keys": (["batch", "src_len", "hidden"], "float32"),
         "h0": ([1, "batch", "hidden"], "float32"),
         "c0": ([1, "batch", "hidden"], "float32"),
@@ -77,7 +99,7 @@ SPELLER_DECODER_IO = {
         "token": (["batch"], "int64"),
         "h": ([1, "batch", "hidden"], "float32"),
         "c": ([1, "batch", "hidden"], "float32"),
-        "memory": (["words", "src_len", "2*hidden"], "float32"),
+        "values": (["words", "src_len", "hidden"], "float32"),
         "keys": (["words", "src_len", "hidden"], "float32"),
         "bias": (["words", "src_len"], "float32"),
     },
@@ -205,11 +227,11 @@ def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, P
     # train mode would switch the model's dropout back on for whoever uses it next.
     with torch.no_grad():
         _export(SpellerEncoder(model).eval(), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
-        memory, keys, h, c = model.encode(src, src_len)
+        values, keys, h, c = SpellerEncoder(model)(src, src_len)
         bias = torch.zeros(2, 4)
         token = torch.tensor([1, 1, 1, 1, 1, 1])  # three rows per word, so the graph does not fix the group size
         h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
-        _export(SpellerDecoderStep(model).eval(), (token, h, c, memory, keys, bias), SPELLER_DECODER_IO, decoder_path)
+        _export(SpellerDecoderStep(model).eval(), (token, h, c, values, keys, bias), SPELLER_DECODER_IO, decoder_path)
     return with_int8_copies({"encoder": encoder_path, "decoder_step": decoder_path}, int8)
 
 
