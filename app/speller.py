@@ -62,7 +62,8 @@ class Speller(ManifestModel):
         if "values" not in inputs:  # speller 1.2.0 and 1.3.0 read the encoder's memory at every step
             raise ArtifactError(
                 f"{folder / decoder.file}: reads the encoder's memory, this server passes attention values (speller "
-                "1.4.0 and later): export it again (python -m training.onnx_weights, then python -m training.export)"
+                "1.4.0 and later): export it again (its run rebuilt by python -m training.onnx_weights at the commit "
+                "that exported it, then python -m training.export speller here; README, 'Retrain, export')"
             )
         if inputs["values"][0] != "words":  # graphs before speller 1.2.0 took a copy per row
             raise ArtifactError(

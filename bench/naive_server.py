@@ -31,6 +31,16 @@ from training.speller import predict as correct
 from training.speller_model import Speller
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the classifier reads a name: its characters, how much of it, and the lexicon beside them."""
+
+    vocab: list[str]
+    max_len: int
+    keep_end: bool
+    lexicon: Lexicon | None
+
+
 def load_speller_from(path: Path) -> tuple[Speller, int]:
     """The speller of an artifact folder or a training checkpoint, and the longest word it reads."""
     if path.is_dir():
@@ -53,16 +63,6 @@ def load_classifier_from(paths: list[Path]) -> tuple[nn.Module, Reading]:
     lexicon = next((v for _, s in loaded if (v := checkpoint_lexicon(s)) is not None), None)
     model = members[0] if len(members) == 1 else NameClassifierEnsemble(members).eval()
     return model, Reading(state["vocab"], state["max_len"], state["keep_end"], lexicon)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How the classifier reads a name: its characters, how much of it, and the lexicon beside them."""
-
-    vocab: list[str]
-    max_len: int
-    keep_end: bool
-    lexicon: Lexicon | None
 
 
 def create_app(speller_path: Path, classifier_paths: list[Path]) -> FastAPI:
