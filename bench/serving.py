@@ -116,11 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         return write_report(json.loads(args.out.read_text()), args.out)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
-    servers = dict(SERVERS)
     runs, providers = [], {}
     # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike.
     for round_ in range(args.repeats):
-        for name, (python_args, env) in servers.items():
+        for name, (python_args, env) in SERVERS.items():
             extra = ["--threads", str(len(args.server_cores.split(",")))] if python_args is NAIVE else None
             server = start_server(env, args.server_cores, args.port, extra=extra, python_args=python_args)
             try:

@@ -13,7 +13,8 @@ elements' trained values. A weight the exporter computed from several values, ra
     python -m training.onnx_weights speller models/speller --out runs/speller_bundled
 
 writes a training run folder for the bundled speller (best.pt, dictionary.txt, summary.json), from which
-`make speller-reexport` exports it again with the current export code (docs/design.md).
+`make speller-artifact SPELLER_RUN=runs/speller_bundled` exports it again (README, "Retrain, export"). Run it
+with the code that exported the artifact: the tagged export must write the graphs the artifact holds.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch import nn
 
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.export import export_classifier, export_speller
-from training.speller_data import ALPHABET, SPECIALS
+from training.speller import VOCAB
 from training.speller_model import Speller
 
 # float32 holds every whole number below 2**24 exactly: a pass tags OFFSET + position, below 2**24, and
@@ -124,8 +125,8 @@ def _fill(flat: np.ndarray, tagged: dict[str, np.ndarray], bundled: dict[str, np
 def load_speller_artifact(folder: Path) -> tuple[Speller, dict]:
     """The speller of an artifact folder (models/speller) in PyTorch, from its float32 graphs, and its manifest."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest["vocab"] != SPECIALS + list(ALPHABET):
-        raise ValueError(f"{folder / 'manifest.json'}: a vocabulary other than training/speller_data.py's")
+    if manifest["vocab"] != VOCAB:
+        raise ValueError(f"{folder / 'manifest.json'}: a vocabulary other than training/speller.py's")
     graphs = [folder / manifest["graphs"][name]["file"] for name in ("encoder", "decoder_step")]
     model = Speller(**manifest["config"])
     return load_from_onnx(model, lambda m, out: list(export_speller(m, out).values()), graphs), manifest

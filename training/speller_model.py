@@ -61,7 +61,8 @@ class Speller(nn.Module):
         keys: torch.Tensor,
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tokens [B, L] → logits [B, L, V] and the new (h, c); L is the whole target in training, 1 when serving.
+        """tokens [B, L] → logits [B, L, V] and the new (h, c); L is the whole target in training, 1 when decoding
+        step by step (the served step graph, training/export.py, computes the same from the encoder's values).
 
         memory [W, T, 2H], keys [W, T, H] and bias [W, T] are per source word; the B rows come in W equal
         groups of consecutive rows, one per word (B = W in training; a word's beam hypotheses when serving).
