@@ -86,24 +86,14 @@ def beam_step(
     edit_penalty: float,
     max_steps: int,
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), ranked by the
-    most their word can still score once reranked, the best word that ends among them, and its hypotheses for
-    the next step: those that can still beat the word's answer. Returns the words' log-probabilities [n, beam]
-    (live ones first, in rank order), which words still search, and the next step's rows: `width` per searching
-    word, its live hypotheses then dead padding, as (parent row, token, trie node, history, edits, edits_prev).
-
-    The rank is an upper bound of the reranked score (docs/design.md, "The speller's decoding"): the
-    log-probability so far (it only falls), plus the best prior of any dictionary word under the continuation's
-    trie node, less the edit penalty for the edits every such word has already; a word that ends scores
-    exactly its reranked score. Ranked by log-probability alone, a beam spent slots on spellings the edit
-    penalty had already ruled out. With beam 1 and both weights 0 the rank is the log-probability: constrained
-    greedy."""
+    """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), the best word
+    that ends among them, and its hypotheses for the next step. Returns the words' scores [n, beam] (live
+    ones first, best first), which words still search, and the next step's rows: `width` per searching word,
+    its live hypotheses then dead padding, as (parent row, token, trie node, history, edits, edits_prev)."""
     n, vocab = len(here), logits.shape[1]
-    top_reach = np.full((n, beam), -np.inf, dtype=np.float32)
-    top_score = np.full((n, beam), -np.inf, dtype=np.float32)  # log-probability so far
+    top_score = np.full((n, beam), -np.inf, dtype=np.float32)
     top_index = np.zeros((n, beam), dtype=np.int64)  # row * vocab + token
     new_edits = np.empty((n, beam, row_edits.shape[1]), dtype=row_edits.dtype)
-    edits = np.empty(row_edits.shape[1], dtype=row_edits.dtype)
     live_count = np.zeros(n, dtype=np.int64)
     live_at = np.zeros((n, beam), dtype=np.int64)  # where each word's live candidates stand in its top list
     new_score = np.full((n, beam), -np.inf, dtype=np.float32)
@@ -121,52 +111,48 @@ def beam_step(
             for v in range(vocab):
                 mass += np.exp(logits[r, v] - peak)
             norm = np.log(mass)
-            node = row_nodes[r]
             for v in range(vocab):
-                if not allowed[node, v]:
+                if not allowed[row_nodes[r], v]:
                     continue
                 total = prior_score + ((logits[r, v] - peak) - norm)
-                if v == eos:  # a whole dictionary word: its prior, less its distance to the misspelling
-                    reach = total + prior_weight * log_prior[node] - edit_penalty * row_edits[r, length[word]]
-                else:  # any word it becomes is at least `least` edits away, its prior at most the best below
-                    extend_edits_row(row_edits[r], row_edits_prev[r], row_token[r], v, target[word], edits)
-                    least = EDITS_MAX
-                    for i in range(length[word] + 1):
-                        least = min(least, edits[i])
-                    reach = total + prior_weight * best_below[children[node, v]] - edit_penalty * least
-                if reach <= top_reach[w, beam - 1]:
+                if total <= top_score[w, beam - 1]:
                     continue
                 k = beam - 1  # insert, keeping the list sorted best first (earlier rows first among equals)
-                while k > 0 and top_reach[w, k - 1] < reach:
-                    top_reach[w, k] = top_reach[w, k - 1]
-                    top_score[w, k] = top_score[w, k - 1]
-                    top_index[w, k] = top_index[w, k - 1]
+                while k > 0 and top_score[w, k - 1] < total:
+                    top_score[w, k], top_index[w, k] = top_score[w, k - 1], top_index[w, k - 1]
                     k -= 1
-                top_reach[w, k], top_score[w, k], top_index[w, k] = reach, total, r * vocab + v
-        # The first candidate that ends a word is this step's best word; nothing ranked after it can beat it.
-        ahead = 0
+                top_score[w, k], top_index[w, k] = total, r * vocab + v
+        # Score the candidates that end a word; bound what the others can still reach.
+        chosen, chosen_row, reach = -np.inf, -1, -np.inf
+        at = step[word]
         for k in range(beam):
-            if top_reach[w, k] == -np.inf:
+            s = top_score[w, k]
+            if s == -np.inf:
                 break
             r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
             if token == eos:
-                if top_reach[w, k] > best[word]:
-                    best[word] = top_reach[w, k]
-                    best_ids[word] = row_history[r]
-                    best_ids[word, step[word]] = eos
-                break
-            live_at[w, ahead] = k
-            ahead += 1
-        if step[word] + 1 >= max_steps:  # out of steps: the answer stands
-            continue
-        for i in range(ahead):  # those ranked ahead of it, while they can still beat the answer
-            k = live_at[w, i]
-            if top_reach[w, k] <= best[word]:
-                break
-            r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
+                # A whole dictionary word: reranked with its prior, less its distance to the misspelling.
+                final = s + prior_weight * log_prior[row_nodes[r]] - edit_penalty * row_edits[r, length[word]]
+                if final > chosen:
+                    chosen, chosen_row = final, r
+                continue
             extend_edits_row(row_edits[r], row_edits_prev[r], row_token[r], token, target[word], new_edits[w, k])
-            new_score[w, i] = top_score[w, k]
+            least = EDITS_MAX  # any word it becomes is at least this far from the misspelling
+            for j in range(length[word] + 1):
+                least = min(least, new_edits[w, k, j])
+            child = children[row_nodes[r], token]
+            # Its score only falls; the best prior under its trie node is the most its word can add.
+            reach = max(reach, s + prior_weight * best_below[child] - edit_penalty * least)
+            new_score[w, live_count[w]] = s
+            live_at[w, live_count[w]] = k
             live_count[w] += 1
+        if chosen > best[word]:
+            best[word] = chosen
+            best_ids[word] = row_history[chosen_row]
+            best_ids[word, at] = eos
+        if best[word] >= reach or at + 1 >= max_steps:  # nothing left can beat the answer, or out of steps
+            live_count[w] = 0
+            new_score[w] = -np.inf
 
     width = max(live_count.max(), 1)
     searching = live_count > 0
@@ -182,7 +168,7 @@ def beam_step(
         if not searching[w]:
             continue
         first = out
-        for i in range(live_count[w]):  # the word's live hypotheses, in rank order
+        for i in range(live_count[w]):  # the word's live hypotheses, best first
             k = live_at[w, i]
             r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
             parent[out], token_out[out] = r, token

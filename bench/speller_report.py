@@ -15,15 +15,13 @@ from bench.speller_quality import markdown
 
 def decoding_table(decoding: dict) -> str:
     rows = [
-        "| beam | prior weight | edit penalty | out-of-dictionary penalty | valid top-1 | decoder rows | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| beam | prior weight | edit penalty | out-of-dictionary penalty | validation top-1 | seconds |",
+        "|---|---|---|---|---|---|",
     ]
-    chosen = tuple(decoding[k] for k in ("beam_size", "prior_weight", "edit_penalty", "oov_penalty"))
     for g in decoding["grid"]:
         oov = "never" if g["oov_penalty"] is None else g["oov_penalty"]
-        mark = " (served)" if (g["beam_size"], g["prior_weight"], g["edit_penalty"], g["oov_penalty"]) == chosen else ""
-        setting = f"| {g['beam_size']}{mark} | {g['prior_weight']} | {g['edit_penalty']} | {oov} "
-        rows.append(setting + f"| {g['valid_accuracy']:.4f} | {g.get('decoder_rows', '')} | {g['seconds']} |")
+        setting = f"| {g['beam_size']} | {g['prior_weight']} | {g['edit_penalty']} | {oov} "
+        rows.append(setting + f"| {g['valid_accuracy']:.4f} | {g['seconds']} |")
     return "\n".join(rows) + "\n"
 
 

@@ -285,16 +285,3 @@ def test_poet_optimizers_says_what_ended_each_run() -> None:
     assert stopped_by(run) == "early stop"
     run = {"args": args, "best_epoch": 3, "history": {"perplexity/valid": [9, 8, 7]}}
     assert stopped_by(run) == "the 8-minute bound"
-
-
-def test_the_tuner_serves_the_cheapest_setting_the_validation_set_cannot_tell_from_the_best() -> None:
-    from bench.speller_tune import choose
-
-    def setting(beam: int, accuracy: float, rows: int) -> dict:
-        return {"beam_size": beam, "valid_accuracy": accuracy, "decoder_rows": rows}
-
-    grid = [setting(8, 0.900, 230), setting(10, 0.908, 280), setting(12, 0.910, 330), setting(16, 0.913, 440)]
-    chosen, error = choose(grid, pairs=2992)  # one standard error at 0.913 of 2,992: 0.0052
-    assert math.isclose(error, math.sqrt(0.913 * 0.087 / 2992))
-    assert chosen["beam_size"] == 10  # 0.908 is within 0.0052 of 0.913; 0.900 is not
-    assert choose(grid, pairs=100_000)[0]["beam_size"] == 16  # a larger set tells them apart

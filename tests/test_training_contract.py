@@ -223,48 +223,6 @@ def test_the_search_stops_a_word_only_when_no_hypothesis_can_beat_its_answer(art
             assert served.correct_words([misspelling]) == [best], (penalty, misspelling)
 
 
-def test_the_beam_ranks_continuations_by_what_their_word_can_still_score(artifact_copy: Path) -> None:
-    """With a beam of one and an edit penalty no log-probability can outweigh, the one slot must go to the
-    continuation whose words are fewest edits away, whatever the model prefers (ranked by log-probability
-    alone, the tiny model's favourite letter took it). Each misspelling here is its nearest word with letters
-    added at the end, so that continuation is the one that keeps to the misspelling's own letters."""
-    folder = artifact_copy / "speller"
-    dictionary = ["then", "thin", "teen", "tenth", "than", "ten", "hen", "seen", "tent"]
-    (folder / "dictionary.txt").write_text("".join(f"{w}\t10\n" for w in dictionary))
-    rewrite_checksums(folder)
-    served = ServedSpeller(folder, Settings(speller_beam_size=1, speller_prior_weight=0.0,
-                                            speller_edit_penalty=100.0, speller_oov_penalty=None))  # fmt: skip
-    served.oov_penalty = None
-    checked = 0
-    for misspelling in ["thenn", "thinn", "seeen", "thann", "hennn", "teenn", "tenthh", "tenn"]:
-        distances = sorted((OSA.distance(misspelling, w), w) for w in dictionary)
-        if distances[0][0] == distances[1][0]:
-            continue  # two words equally close: either is right
-        assert served.correct_words([misspelling]) == [distances[0][1]], misspelling
-        checked += 1
-    assert checked >= 5
-
-
-def test_every_hypothesis_the_beam_keeps_can_still_beat_its_words_answer(tiny_artifact: Path) -> None:
-    """A hypothesis whose bound (log-probability so far, the best prior below its trie node, the edits it has)
-    cannot beat its word's best finished answer is dropped at once, not carried to the end of the word."""
-    settings = Settings(speller_beam_size=8, speller_prior_weight=0.5, speller_edit_penalty=2.0, speller_oov_penalty=0)
-    served = ServedSpeller(tiny_artifact / "speller", settings)
-    rows = served.rows(["sentance", "teh", "wich", "abuot", "becuase", "thier"])
-    answered = 0
-    while len(rows):
-        _, finished = served.step(rows)
-        beam = rows.beam
-        live = rows.score[beam.word, np.arange(len(beam)) % beam.group]
-        least = np.array([e[: rows.length[w] + 1].min() for e, w in zip(beam.edits, beam.word, strict=True)])
-        reach = live + served.prior_weight * served.trie.best_log_prior_below[beam.nodes] - served.edit_penalty * least
-        alive = np.isfinite(live)
-        assert (reach[alive] > rows.best[beam.word[alive]]).all()
-        answered += int(np.isfinite(rows.best[beam.word[alive]]).sum())
-        rows = rows.take(~finished)
-    assert answered > 0  # some hypotheses were kept beside an answer, so the comparison was made
-
-
 def teacher_forced_log_p(served: ServedSpeller, misspelling: str, word: str) -> float:
     """log P(word, then the end | misspelling) as the beam scores it: the decoder fed the word's own characters."""
     rows = served.rows([misspelling]).beam
