@@ -95,21 +95,29 @@ class Speller(ManifestModel):
             """A setting from the environment wins over the manifest's tuned value."""
             return override if override is not None else decoding.get(key, default)
 
-        self.beam_size = int(tuned(settings.speller_beam_size, "beam_size", 1) or 1)
-        self.prior_weight = float(tuned(settings.speller_prior_weight, "prior_weight", 0.0) or 0.0)
-        self.edit_penalty = float(tuned(settings.speller_edit_penalty, "edit_penalty", 0.0) or 0.0)
-        self.oov_penalty = tuned(settings.speller_oov_penalty, "oov_penalty", None)
-        # The most a greedy spelling can score in `answers`: its log-probability is at most 0, and one that
-        # differs from the misspelling is at least one edit from it. A word whose best dictionary answer reaches
-        # this never needs its greedy pass (negative edit penalties have no such bound).
-        self.open_ceiling = (
-            -self.edit_penalty + self.prior_weight * self.trie.min_log_prior - self.oov_penalty
-            if self.oov_penalty is not None and self.edit_penalty >= 0
-            else np.inf
+        self.set_decoding(
+            int(tuned(settings.speller_beam_size, "beam_size", 1) or 1),
+            float(tuned(settings.speller_prior_weight, "prior_weight", 0.0) or 0.0),
+            float(tuned(settings.speller_edit_penalty, "edit_penalty", 0.0) or 0.0),
+            tuned(settings.speller_oov_penalty, "oov_penalty", None),
         )
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
+
+    def set_decoding(self, beam_size: int, prior_weight: float, edit_penalty: float, oov_penalty: float | None) -> None:
+        """The beam's width and the reranking's weights (docs/speller.md), and what follows from them."""
+        self.beam_size, self.prior_weight, self.edit_penalty, self.oov_penalty = (
+            beam_size, prior_weight, edit_penalty, oov_penalty
+        )  # fmt: skip
+        # The most a greedy spelling can score in `answers`: its log-probability is at most 0, and one that
+        # differs from the misspelling is at least one edit from it. A word whose best dictionary answer reaches
+        # this never needs its greedy pass (negative edit penalties have no such bound).
+        self.open_ceiling = (
+            -edit_penalty + prior_weight * self.trie.min_log_prior - oov_penalty
+            if oov_penalty is not None and edit_penalty >= 0
+            else np.inf
+        )
 
     def warm_up(self) -> None:
         self.correct_words(["speling", "korrect"])

@@ -30,7 +30,7 @@ def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
 def measure(
     speller: Speller, valid: list[tuple[str, str]], beam: int, weight: float, edit: float, oov: float | None
 ) -> dict:
-    speller.beam_size, speller.prior_weight, speller.edit_penalty, speller.oov_penalty = beam, weight, edit, oov
+    speller.set_decoding(beam, weight, edit, oov)
     started = time.perf_counter()
     acc = accuracy(speller, valid)
     result = {"beam_size": beam, "prior_weight": weight, "edit_penalty": edit, "oov_penalty": oov,

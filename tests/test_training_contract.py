@@ -373,3 +373,17 @@ def test_padding_follows_the_live_words(tiny_artifact: Path) -> None:
     short = rows.take(np.array([True, False]))  # the long word leaves
     assert short.beam.values.shape[1] == short.parked.values.shape[1] == 3
     assert list(short.words) == ["teh"] and set(short.beam.word.tolist()) == set(short.parked.word.tolist()) == {0}
+
+
+def test_a_decoding_set_on_a_loaded_speller_answers_as_one_started_with_it(tiny_artifact: Path) -> None:
+    """The tuner sets each grid setting on one loaded speller: what follows from the weights (the ceiling that
+    decides whether a word's greedy pass runs) must follow them, or it tunes a speller nobody serves."""
+    folder = tiny_artifact / "speller"
+    words = ["teh", "wich", "abuot", "zzzzzzzzzzzz", "becuase"]
+    tuned = ServedSpeller(folder, Settings(speller_beam_size=2, speller_prior_weight=1.0, speller_edit_penalty=8.0,
+                                           speller_oov_penalty=10.0))  # fmt: skip
+    tuned.set_decoding(4, 0.5, 2.0, 0.0)
+    started = ServedSpeller(folder, Settings(speller_beam_size=4, speller_prior_weight=0.5, speller_edit_penalty=2.0,
+                                             speller_oov_penalty=0.0))  # fmt: skip
+    assert tuned.open_ceiling == started.open_ceiling
+    assert tuned.correct_words(words) == started.correct_words(words)
