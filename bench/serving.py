@@ -52,6 +52,8 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "LitServe, speller in its ContinuousBatchingLoop": ([*LITSERVE, "--speller-loop", "continuous"], {}),
     "naive: PyTorch eager, one request at a time": (NAIVE, {}),
 }
+# The README's names for them, for --servers.
+LABELS = dict(zip(["a", "b", "b'", "b''", "c", "c'", "d"], SERVERS, strict=True))
 
 
 def port_in_use(port: int) -> bool:
@@ -110,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all servers; the table shows medians")
+    parser.add_argument(
+        "--servers", nargs="+", choices=list(LABELS), default=list(LABELS),
+        help="which servers, by the README's letters: (a) batching off, (b) charserve, (c) LitServe, (d) naive",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.json")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report and plots from --out's JSON")
     args = parser.parse_args(argv)
@@ -117,9 +123,12 @@ def main(argv: list[str] | None = None) -> None:
         return write_report(json.loads(args.out.read_text()), args.out)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     runs, providers = [], {}
-    # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike.
+    # Rounds interleave the servers, so a slow spell of this shared machine hits all of them alike; every other
+    # round runs them in reverse, so that no server always runs just after another.
+    chosen = [LABELS[label] for label in LABELS if label in args.servers]
     for round_ in range(args.repeats):
-        for name, (python_args, env) in SERVERS.items():
+        for name in chosen if round_ % 2 == 0 else chosen[::-1]:
+            python_args, env = SERVERS[name]
             extra = ["--threads", str(len(args.server_cores.split(",")))] if python_args is NAIVE else None
             server = start_server(env, args.server_cores, args.port, extra=extra, python_args=python_args)
             try:
@@ -172,6 +181,17 @@ def median_row(rounds: list[dict], key: str = "ok_per_s") -> dict:
     return middle
 
 
+def round_ratios(runs: list[dict]) -> list[tuple[str, str, list[float]]]:
+    """For each peer and endpoint, charserve's throughput over the peer's in each round both ran."""
+    ours = {(r["round"], r["endpoint"]): r["ok_per_s"] for r in runs if r["server"] == "charserve"}
+    peers: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        mine = ours.get((r["round"], r["endpoint"]))
+        if r["server"] not in ("charserve", "charserve, open loop at half its peak") and mine and r["ok_per_s"]:
+            peers.setdefault((r["server"], r["endpoint"]), []).append(mine / r["ok_per_s"])
+    return [(server, endpoint, ratios) for (server, endpoint), ratios in peers.items()]
+
+
 def markdown(report: dict, plot: str = "benchmarks.png") -> str:
     ran_on = ", ".join(sorted(set(report.get("providers", {}).values())))
     lines = [
@@ -197,6 +217,10 @@ def markdown(report: dict, plot: str = "benchmarks.png") -> str:
             f"({', '.join(str(x) for x in r.get('ok_per_s_rounds', [r['ok_per_s']]))}) | {r['p50_ms']} | "
             f"{r['p95_ms']} | {r['p99_ms']} | {shown} |"
         )
+    lines += ["", "charserve ÷ each server within each round, where the drift of this machine's speed over minutes",
+              "weighs least:", ""]  # fmt: skip
+    for server, endpoint, ratios in round_ratios(report["runs"]):
+        lines.append(f"- {server}, `{endpoint}`: " + ", ".join(f"{x:.2f}x" for x in ratios))
     lines += [
         "",
         "`/correct` bodies are single distinct misspellings (2,000 one-edit typos of frequent English words,",

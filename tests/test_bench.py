@@ -285,3 +285,17 @@ def test_poet_optimizers_says_what_ended_each_run() -> None:
     assert stopped_by(run) == "early stop"
     run = {"args": args, "best_epoch": 3, "history": {"perplexity/valid": [9, 8, 7]}}
     assert stopped_by(run) == "the 8-minute bound"
+
+
+def test_the_serving_table_gives_each_peers_ratio_within_each_round() -> None:
+    from bench.serving import LABELS, round_ratios
+
+    def run(round_: int, server: str, rate: float) -> dict:
+        return {"round": round_, "server": server, "endpoint": "/correct", "ok_per_s": rate}
+
+    naive = LABELS["d"]
+    runs = [run(0, "charserve", 800), run(0, "charserve, open loop at half its peak", 400), run(0, naive, 200),
+            run(1, naive, 150), run(1, "charserve", 600), run(2, naive, 100)]  # fmt: skip
+    # Round 2 has no charserve row (a failed start, say): no ratio for it rather than one against another round.
+    assert round_ratios(runs) == [(naive, "/correct", [4.0, 4.0])]
+    assert LABELS["b"] == "charserve" and len(LABELS) == 7
