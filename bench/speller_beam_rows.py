@@ -2,7 +2,8 @@
 batches of a few sizes (64 words a call is a full batch; 1 and 4 are what a lightly loaded server gathers), in
 process on one core, with the answers' accuracy and how many answers differ from those of the largest batch
 (with int8 graphs a word's answer can depend on what shares its batch: ONNX Runtime quantizes each call's
-activations with that call's own range).
+activations with that call's own range). Each batch size's time is split four ways, per word: the encoder
+graph, the decoder graph, the compiled beam step (app/beam_step.py) and the rest (the arrays around them).
 
     python -m bench.speller_beam_rows --data ../shared/data/spelling --repeats 3
 
@@ -16,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+import app.speller
 from app.settings import Settings
 from app.speller import Speller
 from bench.harness import run_record, save_report
@@ -23,18 +25,37 @@ from training import speller_data
 
 
 class CountingSession:
-    """The decoder session, counting its calls and the rows it is given."""
+    """A session of the speller, counting its calls, the rows it is given (`rows_of` its input) and its seconds."""
 
-    def __init__(self, session) -> None:
-        self.session, self.calls, self.rows = session, 0, 0
+    def __init__(self, session, rows_of: str = "token") -> None:
+        self.session, self.rows_of = session, rows_of
+        self.calls, self.rows, self.seconds = 0, 0, 0.0
 
     def run(self, outputs, feeds: dict):
         self.calls += 1
-        self.rows += len(feeds["token"])
-        return self.session.run(outputs, feeds)
+        self.rows += len(feeds[self.rows_of])
+        started = time.perf_counter()
+        try:
+            return self.session.run(outputs, feeds)
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def __getattr__(self, name: str):
         return getattr(self.session, name)
+
+
+class TimedCall:
+    """A function, adding up the seconds spent in it."""
+
+    def __init__(self, func) -> None:
+        self.func, self.seconds = func, 0.0
+
+    def __call__(self, *args):
+        started = time.perf_counter()
+        try:
+            return self.func(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,11 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     words = [w.lower() for w, _ in valid]
     speller = Speller(args.models_dir / "speller", Settings(intra_op_threads=1))
     counting = CountingSession(speller.decoder)
-    speller.decoder = counting
+    encoder = CountingSession(speller.encoder, rows_of="src")
+    speller.decoder, speller.encoder = counting, encoder
+    step = TimedCall(app.speller.beam_step)
+    app.speller.beam_step = step  # what Speller._beam_step calls; this process only runs the bench
     speller.correct_words(words[:64])  # warm up
     runs, reference = [], None
     for size in args.batch_sizes:
         seconds, answers = [], []
+        encoder.seconds = counting.seconds = step.seconds = 0.0
         for _ in range(args.repeats):
             counting.calls = counting.rows = 0
             started, answers = time.perf_counter(), []
@@ -63,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
                 answers += speller.correct_words(words[i : i + size])
             seconds.append(round(time.perf_counter() - started, 2))
         reference = reference or answers
+        per_word = 1e6 / (len(words) * args.repeats)
+        split = {"encoder": encoder.seconds, "decoder": counting.seconds, "beam_step": step.seconds}
+        split["rest"] = sum(seconds) - sum(split.values())
         right = sum(a == t.lower() for a, (_, t) in zip(answers, valid, strict=True))
         runs.append({
             "batch": size,
@@ -71,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": seconds,
             "valid_accuracy": round(right / len(valid), 4),
             "answers_unlike_first_batch_size": sum(a != b for a, b in zip(answers, reference, strict=True)),
+            "us_a_word": {part: round(t * per_word, 1) for part, t in split.items()},
         })  # fmt: skip
     report = {
         **run_record("bench.speller_beam_rows", argv),
@@ -90,6 +119,17 @@ def main(argv: list[str] | None = None) -> None:
         text += (
             f"| {r['batch']} | {r['decoder_calls']:,} | {r['decoder_rows']:,} | {', '.join(map(str, r['seconds']))} | "
             f"{r['valid_accuracy']:.4f} | {r['answers_unlike_first_batch_size']} |\n"
+        )
+    text += (
+        "\nWhere a word's time goes, µs a word (all repeats): the encoder graph, the decoder graph (both searches), "
+        "the compiled beam step, and the rest of the Python and numpy around them.\n\n"
+        "| words a call | encoder | decoder | beam step | the rest | all |\n|---|---|---|---|---|---|\n"
+    )
+    for r in runs:
+        us = r["us_a_word"]
+        text += (
+            f"| {r['batch']} | {us['encoder']} | {us['decoder']} | {us['beam_step']} | {us['rest']} | "
+            f"{round(sum(us.values()), 1)} |\n"
         )
     save_report(args.out, report, text)
 
