@@ -33,8 +33,9 @@ $(INFRA):
 	.venv-infra/bin/python -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "kubernetes-validate==1.37.0"
 
 ## Install the serving dependencies and start the API on the bundled models.
+# The app logs each request as one JSON line (charserve.access); uvicorn's own text line would double it.
 serve: install-serve
-	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 ## Install what the tests need, lint, and run the whole suite.
 test: install-test

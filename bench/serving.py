@@ -33,7 +33,8 @@ from bench.serving_plots import throughput_and_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 
-UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning"]
+# As shipped (no uvicorn access log beside the app's), and as the peers run.
+UVICORN = ["-m", "uvicorn", "app.main:app", "--log-level", "warning", "--no-access-log"]
 LITSERVE = ["-m", "bench.litserve_server", "--max-batch-size", "64", "--batch-timeout", "0.002"]
 NAIVE = ["-m", "bench.naive_server"]
 # Servers that differ from (b) only for some endpoints run only those.

@@ -4,6 +4,7 @@ Runs where a Docker engine answers (`.ci/run` starts one with ../shared/tools/do
 skips with the reason elsewhere.
 """
 
+import json
 import random
 import string
 import threading
@@ -63,6 +64,17 @@ def test_the_server_process_is_not_root(container: str) -> None:
 def test_no_torch_in_the_image(container: str) -> None:
     probe = docker("exec", container, "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))")
     assert probe.stdout.strip() == "None"
+
+
+def test_each_request_leaves_one_access_line_in_json(container: str, client: httpx.Client) -> None:
+    """The app's structured line, not uvicorn's text one beside it."""
+    path = f"/no-such-page-{random.Random().randrange(10**9)}"
+    assert client.get(path).status_code == 404
+    logs = docker("logs", container)  # uvicorn writes its access lines to stdout, the app to stderr
+    lines = [line for line in (logs.stdout + logs.stderr).splitlines() if path in line]
+    assert len(lines) == 1, lines
+    logged = json.loads(lines[0].split(" INFO ", 1)[1])
+    assert logged["path"] == path and logged["status"] == 404
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits(container: str, client: httpx.Client) -> None:
