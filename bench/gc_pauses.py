@@ -1,10 +1,11 @@
-"""How long Python's garbage collections pause the server under load, with start-up objects frozen out of
-them (what app/main.py does) and without.
+"""How long Python's garbage collections pause the server under load, and how often they run: as served
+(start-up objects frozen out of them, the youngest generation collected at 10,000 objects instead of 700:
+app/main.py), with Python's default threshold, and with neither.
 
     python -m bench.gc_pauses --server-cores 0 --client-cores 1 --seconds 10 --repeats 2
 
-Each round starts the server twice, frozen and not (`gc.freeze` made a no-op in the server process), times
-every collection there with `gc.callbacks` while a closed loop of 64 clients and then an open loop at half
+Each round starts the server three ways (`gc.freeze` or `gc.set_threshold` made a no-op in the server process
+for the others), times every collection there with `gc.callbacks` while a closed loop of 64 clients and then an open loop at half
 of that loop's throughput run on `/correct`, and reports the pauses beside the open loop's latency.
 Writes docs/gc_pauses.{json,md}.
 """
@@ -25,15 +26,21 @@ from bench.harness import run_record, save_report
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
-VARIANTS = {"start-up objects frozen": [], "not frozen": ["--no-freeze"]}
+VARIANTS = {
+    "as served: start-up objects frozen, young collections at 10,000": [],
+    "frozen, Python's default threshold (700)": ["--default-threshold"],
+    "not frozen, default threshold": ["--no-freeze", "--default-threshold"],
+}
 
 
-def serve(port: int, stats: Path, freeze: bool) -> None:
+def serve(port: int, stats: Path, freeze: bool, threshold: bool) -> None:
     """The server, timing its collections: SIGUSR1 starts a fresh record, SIGUSR2 writes it to `stats`."""
     import uvicorn
 
     if not freeze:
         gc.freeze = lambda: None  # app/main.py calls it after loading
+    if not threshold:
+        gc.set_threshold = lambda *_: None  # and raises the young generation's threshold
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
     started = [0.0]
     recording = [False]
@@ -52,7 +59,7 @@ def serve(port: int, stats: Path, freeze: bool) -> None:
     gc.callbacks.append(timed)
     signal.signal(signal.SIGUSR1, begin)
     signal.signal(signal.SIGUSR2, lambda *_: stats.write_text(json.dumps(pauses)))
-    uvicorn.run("app.main:app", port=port, log_level="warning")
+    uvicorn.run("app.main:app", port=port, log_level="warning", access_log=False)
 
 
 def summary(pauses: list[float]) -> dict:
@@ -99,15 +106,17 @@ def markdown(report: dict) -> str:
         f"load on {report['client_cores']}; per round a {report['seconds']:g} s closed loop of 64 clients on",
         "`/correct`, then an open loop at half its throughput; collections timed in the server throughout both.",
         "",
-        "| round | server | full collections | their median / max ms | younger ones: max ms | open loop p50 / p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| round | server | closed loop req/s | full collections | their median / max ms | younger ones | "
+        "their max / total ms | open loop p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for i, round_ in enumerate(report["rounds"], 1):
         for variant, r in round_.items():
             full, young, o = r["full_collections"], r["younger_collections"], r["open_loop"]
             lines.append(
-                f"| {i} | {variant} | {full['collections']} | {full['median_ms']} / {full['max_ms']} | "
-                f"{young['max_ms']} | {o['p50_ms']} / {o['p99_ms']} |"
+                f"| {i} | {variant} | {r['closed_loop_ok_per_s']} | {full['collections']} | {full['median_ms']} / "
+                f"{full['max_ms']} | {young['collections']} | {young['max_ms']} / {young['total_ms']} | "
+                f"{o['p50_ms']} / {o['p99_ms']} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -123,9 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the server side of a round
     parser.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--no-freeze", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-threshold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        return serve(args.port, args.stats, freeze=not args.no_freeze)
+        return serve(args.port, args.stats, freeze=not args.no_freeze, threshold=not args.default_threshold)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     report = {
         **run_record("bench.gc_pauses", argv),

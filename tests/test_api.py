@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from app.admission import ConcurrencyLimitMiddleware
 from app.artifacts import select_providers
 from app.continuous import INLINE_CHARS
-from app.main import create_app
+from app.main import YOUNG_COLLECTION_THRESHOLD, create_app
 from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
@@ -44,10 +44,14 @@ def test_health_and_ready(client: TestClient) -> None:
 def test_start_up_objects_are_frozen_out_of_garbage_collection_while_serving(tiny_artifact: Path) -> None:
     """Full collections would otherwise walk every dictionary word and trie node of the models, under load."""
     gc.unfreeze()
+    before = gc.get_threshold()
     with TestClient(create_app(Settings(models_dir=tiny_artifact))) as c:
         assert c.get("/ready").status_code == 200
         assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0  # and released with the app
+        # and the young generation is collected when garbage piles up, not every few requests in flight
+        assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
+    assert gc.get_freeze_count() == 0  # both released with the app
+    assert gc.get_threshold() == before
 
 
 def test_ready_is_503_until_models_are_loaded(tiny_artifact: Path) -> None:
