@@ -5,8 +5,9 @@ app/main.py), with Python's default threshold, and with neither.
     python -m bench.gc_pauses --server-cores 0 --client-cores 1 --seconds 10 --repeats 2
 
 Each round starts the server three ways (`gc.freeze` or `gc.set_threshold` made a no-op in the server process
-for the others), times every collection there with `gc.callbacks` while a closed loop of 64 clients and then an open loop at half
-of that loop's throughput run on `/correct`, and reports the pauses beside the open loop's latency.
+for the others), times every collection there with `gc.callbacks` while a closed loop of 64 clients and then
+an open loop at half of that loop's throughput run on `/correct`, and reports the pauses beside the open
+loop's latency.
 Writes docs/gc_pauses.{json,md}.
 """
 
