@@ -69,8 +69,9 @@ class FlopCounter:
         emb, hidden, vocab = config["emb"], config["hidden"], config["vocab_size"]
         self.lstm = 4 * hidden * (emb + hidden)  # one LSTM step of one row
         self.encoder_tail = 2 * hidden * 2 * hidden  # the bridge to the decoder's first state, once per word
-        # attention keys and values (the context half of combine, training/export.py), per source position
-        self.key = 2 * hidden * hidden + 2 * hidden * hidden
+        # per source position: its attention key and its value (combine's context half, training/export.py), each
+        # a 2H → H projection of the encoder state
+        self.keys_and_values = 2 * (2 * hidden * hidden)
         self.decoder_row = self.lstm + hidden * hidden + hidden * vocab  # LSTM, combine's state half, output
         self.attention = 2 * hidden  # scores and context, per source position of a row
         self.flops = 0.0
@@ -80,7 +81,7 @@ class FlopCounter:
 
         def encoder_run(names: Any, feeds: dict, *args: Any) -> Any:
             words, length = feeds["src"].shape
-            self.flops += 2 * words * (length * (2 * self.lstm + self.key) + self.encoder_tail)
+            self.flops += 2 * words * (length * (2 * self.lstm + self.keys_and_values) + self.encoder_tail)
             return encode(names, feeds, *args)
 
         def decoder_run(names: Any, feeds: dict, *args: Any) -> Any:
