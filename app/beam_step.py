@@ -85,9 +85,11 @@ def beam_step(
     prior_weight: float,
     edit_penalty: float,
     max_steps: int,
+    prune_margin: float,
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), the best word
-    that ends among them, and its hypotheses for the next step. Returns the words' scores [n, beam] (live
+    that ends among them, and its hypotheses for the next step; a continuation more than `prune_margin` below
+    its word's best candidate of the step is dropped (np.inf: none is). Returns the words' scores [n, beam] (live
     ones first, best first), which words still search, and the next step's rows: `width` per searching word,
     its live hypotheses then dead padding, as (parent row, token, trie node, history, edits, edits_prev)."""
     n, vocab = len(here), logits.shape[1]
@@ -135,6 +137,8 @@ def beam_step(
                 final = s + prior_weight * log_prior[row_nodes[r]] - edit_penalty * row_edits[r, length[word]]
                 if final > chosen:
                     chosen, chosen_row = final, r
+                continue
+            if s < top_score[w, 0] - prune_margin:  # far behind: kept, it would cost rows and rarely win
                 continue
             extend_edits_row(row_edits[r], row_edits_prev[r], row_token[r], token, target[word], new_edits[w, k])
             least = EDITS_MAX  # any word it becomes is at least this far from the misspelling

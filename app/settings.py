@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     speller_oov_penalty: float | None = Field(
         None, description="override the manifest's penalty for a word outside the dictionary (absent: never)"
     )
+    speller_prune_margin: float | None = Field(
+        None,
+        gt=0,
+        description="override the manifest's beam pruning: a hypothesis more than this many nats (natural-log "
+        "probability) below its word's best of the step is dropped",
+    )
     poet_max_batch: int = Field(64, ge=1, description="poems written together, one character of each per step")
     poet_max_queue: int = Field(256, ge=1, description="poems waiting to join the batch; beyond: 503")
     poet_scheduling: Literal["continuous", "static", "static_padded"] = Field(

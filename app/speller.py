@@ -100,16 +100,28 @@ class Speller(ManifestModel):
             float(tuned(settings.speller_prior_weight, "prior_weight", 0.0) or 0.0),
             float(tuned(settings.speller_edit_penalty, "edit_penalty", 0.0) or 0.0),
             tuned(settings.speller_oov_penalty, "oov_penalty", None),
+            tuned(settings.speller_prune_margin, "prune_margin", None),
         )
         # What an unconstrained pass may write: letters and the end of a word, no other special token.
         self.letters_and_end = self.id_to_byte > 0
         self.letters_and_end[self.eos_id] = True
 
-    def set_decoding(self, beam_size: int, prior_weight: float, edit_penalty: float, oov_penalty: float | None) -> None:
-        """The beam's width and the reranking's weights (docs/speller.md), and what follows from them."""
+    def set_decoding(
+        self,
+        beam_size: int,
+        prior_weight: float,
+        edit_penalty: float,
+        oov_penalty: float | None,
+        prune_margin: float | None = None,
+    ) -> None:
+        """The beam's width, pruning (None: none) and the reranking's weights (docs/speller.md), and what follows
+        from them."""
         self.beam_size, self.prior_weight, self.edit_penalty, self.oov_penalty = (
             beam_size, prior_weight, edit_penalty, oov_penalty
         )  # fmt: skip
+        self.prune_margin = prune_margin
+        # Always a float in the compiled step, so that it keeps one compiled version.
+        self._margin = float(prune_margin) if prune_margin is not None else np.inf
         # The most a greedy spelling can score in `answers`: its log-probability is at most 0, and one that
         # differs from the misspelling is at least one edit from it. A word whose best dictionary answer reaches
         # this never needs its greedy pass (negative edit penalties have no such bound).
@@ -218,7 +230,8 @@ class Speller(ManifestModel):
         """The beam search over dictionary words (the trie masks every other continuation). Each finished
         hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
         − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
-        that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy.
+        that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy. With a
+        pruning margin, continuations that far below the word's best of the step are dropped (rows saved).
         One decoder call for every row, then one compiled call (app/beam_step.py) for the bookkeeping."""
         g, trie = rows.beam, self.trie
         logits, h, c = self.decoder.run(None, g.inputs())
@@ -228,7 +241,7 @@ class Speller(ManifestModel):
             g.nodes, g.token, g.history, g.edits, g.edits_prev,
             rows.score, rows.step, rows.target, rows.length, rows.best, rows.best_ids,
             trie.allowed, trie.children, trie.log_prior, trie.best_log_prior_below,
-            self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps,
+            self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps, self._margin,
         )  # fmt: skip
         rows.score[here] = score
         rows.beam = g.gathered(

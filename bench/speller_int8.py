@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.speller import Speller
 from bench.harness import record_in_manifest, run_record, save_report
 from bench.load import misspellings
+from bench.speller_tune import DECODING
 from training import speller_data
 from training.export import write_speller_artifact
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         **run_record("bench.speller_int8", argv),
         "checkpoint": str(args.checkpoint),
-        "decoding": {k: decoding.get(k) for k in ("beam_size", "prior_weight", "edit_penalty", "oov_penalty")},
+        "decoding": {k: decoding.get(k) for k in DECODING},
         "valid_pairs": len(valid),
         "answers_differing": sum(a != b for a, b in zip(answers["float32"], answers["int8"], strict=True)),
         **results,

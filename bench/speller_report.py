@@ -11,17 +11,20 @@ from pathlib import Path
 from bench.harness import replace_block
 from bench.speller_int8 import markdown as int8_markdown
 from bench.speller_quality import markdown
+from bench.speller_tune import DECODING
 
 
 def decoding_table(decoding: dict) -> str:
     rows = [
-        "| beam | prior weight | edit penalty | out-of-dictionary penalty | validation top-1 | seconds |",
-        "|---|---|---|---|---|---|",
+        "| beam | prior weight | edit penalty | out-of-dictionary penalty | pruning margin | validation top-1 | "
+        "decoder rows | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in decoding["grid"]:
         oov = "never" if g["oov_penalty"] is None else g["oov_penalty"]
-        setting = f"| {g['beam_size']} | {g['prior_weight']} | {g['edit_penalty']} | {oov} "
-        rows.append(setting + f"| {g['valid_accuracy']:.4f} | {g['seconds']} |")
+        margin = "none" if g.get("prune_margin") is None else g["prune_margin"]
+        setting = f"| {g['beam_size']} | {g['prior_weight']} | {g['edit_penalty']} | {oov} | {margin} "
+        rows.append(setting + f"| {g['valid_accuracy']:.4f} | {g.get('decoder_rows', 0):,} | {g['seconds']} |")
     return "\n".join(rows) + "\n"
 
 
@@ -63,9 +66,7 @@ def main() -> None:
         .replace("{{VALID_BLEU}}", f"{training['valid']['bleu']:.4f}")
         .replace(
             "{{DECODING}}",
-            json.dumps(
-                {k: manifest["decoding"][k] for k in ("beam_size", "prior_weight", "edit_penalty", "oov_penalty")}
-            ),
+            json.dumps({k: manifest["decoding"].get(k) for k in DECODING}),
         )
     )
     print(f"wrote {readme} and {doc}")

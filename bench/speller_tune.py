@@ -1,24 +1,30 @@
-"""Choose the speller's decoding (beam, prior weight, edit and out-of-dictionary penalties) on validation.
+"""Choose the speller's decoding (beam, prior weight, edit and out-of-dictionary penalties, pruning) on validation.
 
 Never on held-out data.
 
     python -m bench.speller_tune --data ../shared/data/spelling --write-manifest
 
 Runs the served decoder (app.speller) in-process over every setting in the grid and records the
-best in models/speller/manifest.json under "decoding", with the grid's figures.
+best in models/speller/manifest.json under "decoding", with the grid's figures. Pruning margins are tried
+last, on the best setting: the narrowest margin that loses no validation accuracy is kept, since a narrower
+one only ever decodes fewer rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 from app.settings import Settings
 from app.speller import Speller
 from bench.harness import record_in_manifest
+from bench.speller_beam_rows import CountingSession
 from training import speller_data
+
+DECODING = ("beam_size", "prior_weight", "edit_penalty", "oov_penalty", "prune_margin")  # what a setting is
 
 
 def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
@@ -28,15 +34,34 @@ def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
 
 
 def measure(
-    speller: Speller, valid: list[tuple[str, str]], beam: int, weight: float, edit: float, oov: float | None
+    speller: Speller,
+    valid: list[tuple[str, str]],
+    beam: int,
+    weight: float,
+    edit: float,
+    oov: float | None,
+    margin: float | None = None,
 ) -> dict:
-    speller.set_decoding(beam, weight, edit, oov)
-    started = time.perf_counter()
+    """Validation accuracy of one setting, its seconds, and the decoder rows it ran (speller.decoder counts)."""
+    speller.set_decoding(beam, weight, edit, oov, margin)
+    started, rows = time.perf_counter(), speller.decoder.rows
     acc = accuracy(speller, valid)
     result = {"beam_size": beam, "prior_weight": weight, "edit_penalty": edit, "oov_penalty": oov,
-              "valid_accuracy": round(acc, 4), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+              "prune_margin": margin, "valid_accuracy": round(acc, 4),
+              "seconds": round(time.perf_counter() - started, 1),
+              "decoder_rows": speller.decoder.rows - rows}  # fmt: skip
     print(json.dumps(result), flush=True)
     return result
+
+
+def best_setting(grid: list[dict]) -> dict:
+    """The most accurate setting on validation; among equals the narrowest beam, then one that answers from the
+    dictionary alone, then the narrowest pruning margin (each of them decodes less)."""
+
+    def margin(setting: dict) -> float:
+        return math.inf if setting.get("prune_margin") is None else setting["prune_margin"]
+
+    return max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"], g["oov_penalty"] is None, -margin(g)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,30 +75,35 @@ def main(argv: list[str] | None = None) -> None:
         "--oov-penalties", type=float, nargs="*", default=[0.0, 2.0, 5.0, 10.0],
         help="tried on the grid's best setting; kept only if one beats answering from the dictionary alone",
     )  # fmt: skip
+    parser.add_argument(
+        "--prune-margins", type=float, nargs="*", default=[16.0, 12.0, 8.0],
+        help="tried on the best setting; the narrowest that loses no validation accuracy is kept",
+    )  # fmt: skip
     parser.add_argument("--write-manifest", action="store_true")
     args = parser.parse_args(argv)
 
     valid = speller_data.build(args.data).valid
     grid = []
     speller = Speller(args.model_dir, Settings())
+    speller.decoder = CountingSession(speller.decoder)
     for beam in args.beams:
         for weight in args.weights if beam > 1 else [0.0]:
             for penalty in args.edit_penalties if beam > 1 else [0.0]:
                 grid.append(measure(speller, valid, beam, weight, penalty, None))
-    best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"]))
+    best = best_setting(grid)
     for oov in args.oov_penalties:
         grid.append(measure(speller, valid, best["beam_size"], best["prior_weight"], best["edit_penalty"], oov))
-    best = max(grid, key=lambda g: (g["valid_accuracy"], -g["beam_size"], g["oov_penalty"] is None))
+    best = best_setting(grid)
+    for margin in args.prune_margins:
+        grid.append(measure(speller, valid, *(best[key] for key in DECODING[:4]), margin))
+    best = best_setting(grid)
     print("best:", json.dumps(best))
     if args.write_manifest:
         record_in_manifest(
             args.model_dir / "manifest.json",
             "decoding",
             {
-                "beam_size": best["beam_size"],
-                "prior_weight": best["prior_weight"],
-                "edit_penalty": best["edit_penalty"],
-                "oov_penalty": best["oov_penalty"],
+                **{key: best[key] for key in DECODING},
                 "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
                 "valid_pairs": len(valid),
                 "grid": grid,

@@ -27,6 +27,7 @@ from bench.poem_batching import characters, step_flops
 from bench.poet_quality import distinct_2, repeated_line_rate, served_perplexity
 from bench.poet_units import length_cost, padded_perplexity, position_nll
 from bench.speller_scheduling import measure
+from bench.speller_tune import best_setting
 from training import poet_data
 from training.export import load_poet
 from training.poet import perplexity
@@ -299,3 +300,15 @@ def test_the_serving_table_gives_each_peers_ratio_within_each_round() -> None:
     # Round 2 has no charserve row (a failed start, say): no ratio for it rather than one against another round.
     assert round_ratios(runs) == [(naive, "/correct", [4.0, 4.0])]
     assert LABELS["b"] == "charserve" and len(LABELS) == 7
+
+
+def test_the_tuner_keeps_the_narrowest_pruning_margin_that_loses_no_accuracy() -> None:
+    """A narrower margin only ever decodes fewer rows, so among equally accurate settings it wins; one that
+    costs validation accuracy does not, and one that gains some does."""
+    base = {"beam_size": 16, "prior_weight": 0.5, "edit_penalty": 8.0, "oov_penalty": 10.0}
+    grid = [{**base, "prune_margin": m, "valid_accuracy": a} for m, a in ((None, 0.906), (16.0, 0.906), (12.0, 0.906))]
+    assert best_setting([*grid, {**base, "prune_margin": 8.0, "valid_accuracy": 0.901}])["prune_margin"] == 12.0
+    assert best_setting([*grid, {**base, "prune_margin": 8.0, "valid_accuracy": 0.907}])["prune_margin"] == 8.0
+    assert best_setting(grid[:1])["prune_margin"] is None
+    narrow_beam = {**base, "beam_size": 8, "prune_margin": None, "valid_accuracy": 0.906}
+    assert best_setting([*grid, narrow_beam]) == narrow_beam  # a narrower beam first, then the margin

@@ -337,6 +337,38 @@ def test_the_beam_computes_only_as_many_rows_as_live_hypotheses(tiny_artifact: P
         rows = rows.take(~finished)
 
 
+def test_pruning_keeps_each_words_hypotheses_within_the_margin_of_its_best() -> None:
+    """A continuation more than the margin below its word's best candidate of the step is dropped: the live
+    hypotheses of every searching word stay within the margin of each other, fewer rows are decoded, and a
+    margin nothing falls outside of answers as no pruning does. On the bundled speller: a tiny model's
+    next-character distributions are too flat for a margin to bite."""
+    words = ["sentance", "teh", "wich", "recieve", "abuot", "untill", "definately", "spinlcok"]
+
+    def speller(margin: float | None) -> ServedSpeller:
+        settings = Settings(intra_op_threads=1, speller_prune_margin=margin)
+        served = ServedSpeller(BUNDLED_MODELS / "speller", settings)
+        served.decoder = CountingSession(served.decoder)
+        return served
+
+    margin = 4.0
+    pruned = speller(margin)
+    assert pruned.prune_margin == margin
+    rows = pruned.rows(words)
+    while len(rows):
+        _, finished = pruned.step(rows)
+        for scores in rows.score[np.unique(rows.beam.word)]:
+            live = scores[np.isfinite(scores)]
+            assert live.max() - live.min() <= margin + 1e-4
+        rows = rows.take(~finished)
+    full, loose = speller(None), speller(1e9)
+    full.set_decoding(full.beam_size, full.prior_weight, full.edit_penalty, full.oov_penalty, None)  # as tuned or not
+    answers = full.correct_words(words)
+    assert loose.correct_words(words) == answers and loose.decoder.rows == full.decoder.rows
+    pruned.decoder.rows = 0
+    pruned.correct_words(words)
+    assert pruned.decoder.rows < full.decoder.rows
+
+
 def test_the_compiled_beam_step_is_compiled_once_for_every_batch_shape(tiny_artifact: Path) -> None:
     """numba compiles app/beam_step.py once per layout of its arguments: a strided or Fortran-ordered array that
     reached it only on some path (a word joining a running batch, say) would stall that call for seconds
