@@ -231,7 +231,11 @@ def test_the_int8_bench_compares_both_exports_of_one_checkpoint(tiny_run: Path, 
         assert speller.precision == name
         rows[name], answers[name] = speller_int8.measure(tmp_path / name, speller, valid, words)
         assert len(answers[name]) == len(valid) and 0 <= rows[name]["valid_accuracy"] <= 1
-    assert rows["int8"]["graph_mb"] < rows["float32"]["graph_mb"]  # int8 weights take a quarter of the room
+        # The size of the graphs it ran (a tiny model's int8 graphs are no smaller: its float32 table of the
+        # decoder's input half outweighs the weights that int8 shrinks).
+        suffix = ".int8" if int8 else ""
+        ran = [tmp_path / name / f"{graph}{suffix}.onnx" for graph in ("encoder", "decoder_step")]
+        assert rows[name]["graph_mb"] == round(sum(p.stat().st_size for p in ran) / 1e6, 2) > 0
     report = {"measured": "now", "command": "c", "checkpoint": "x", "decoding": {}, "valid_pairs": 3,
               "answers_differing": 0, **rows}  # fmt: skip
     assert "| int8 |" in speller_int8.markdown(report)

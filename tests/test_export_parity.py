@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.export import export_speller
+from training.export import SpellerDecoderStepTable, export_decoder_step, export_speller
 from training.speller_model import Speller, mask_bias
 
 MAX_LEN = 24
@@ -29,9 +29,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Speller, ort.Inf
     return model, open_(paths["encoder"]), open_(paths["decoder_step"])
 
 
+@pytest.fixture(scope="module")
+def table_step(exported, tmp_path_factory: pytest.TempPathFactory) -> ort.InferenceSession:
+    """The step the int8 graph is quantized from, in float32: the LSTM cell written out, its input half a table."""
+    model, _, _ = exported
+    path = tmp_path_factory.mktemp("table") / "decoder_step_table.onnx"
+    export_decoder_step(SpellerDecoderStepTable(model), path)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 @pytest.mark.parametrize(("batch", "group"), [(1, 1), (3, 1), (17, 1), (3, 4), (5, 16)])
-def test_encoder_and_decoder_step_match_pytorch(exported, batch: int, group: int) -> None:
-    """`batch` words, `group` decoder rows each (a beam); the decoder gets each word's encoder outputs once."""
+def test_encoder_and_decoder_step_match_pytorch(exported, table_step, batch: int, group: int) -> None:
+    """`batch` words, `group` decoder rows each (a beam); the decoder gets each word's encoder outputs once. Both
+    step graphs: the LSTM op's (float32, GPU) and the table step's (what the int8 graph is quantized from)."""
     model, encoder, decoder = exported
     rng = torch.Generator().manual_seed(batch * group)
     for length in range(1, MAX_LEN + 1):
@@ -57,9 +67,9 @@ def test_encoder_and_decoder_step_match_pytorch(exported, batch: int, group: int
         # The graph's step reads the values the encoder graph wrote and computes decode's numbers.
         feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "values": onnx_enc[0],
                  "keys": keys.numpy(), "bias": bias.numpy()}  # fmt: skip
-        onnx_dec = decoder.run(None, feeds)
-        for got, want in zip(onnx_dec, (logits[:, 0], h1, c1), strict=True):
-            np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-4)
+        for step in (decoder, table_step):
+            for got, want in zip(step.run(None, feeds), (logits[:, 0], h1, c1), strict=True):
+                np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-4)
 
 
 def test_padding_does_not_change_a_word(exported) -> None:
@@ -88,7 +98,9 @@ def test_int8_graphs_stay_close_to_pytorch(tmp_path: Path) -> None:
     model = Speller(vocab_size=30, emb=16, hidden=32).eval()
     paths = export_speller(model, tmp_path, int8=True)
     int8 = [paths["encoder_int8"], paths["decoder_step_int8"]]
-    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= {n.op_type for p in int8 for n in onnx.load(str(p)).graph.node}
+    ops = [{n.op_type for n in onnx.load(str(p)).graph.node} for p in int8]
+    assert "DynamicQuantizeLSTM" in ops[0] and "MatMulInteger" in ops[1]
+    assert "LSTM" not in ops[1] and "DequantizeLinear" not in ops[1]  # the table step's: its table stays float32
     encoder, decoder = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in int8)
     src, lengths = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     token = torch.tensor([5, 6, 7, 8])  # two rows per word

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from training.classifier import checkpoint_lexicon
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.poet_model import PoetLM
 from training.speller_data import sha256_file
-from training.speller_model import Speller
+from training.speller_model import Speller, attention
 
 OPSET = 17
 
@@ -66,6 +67,11 @@ class SpellerDecoderStep(nn.Module):
         self.model = model
         self.combine_state = _frozen(model.combine.weight[:, : model.combine.out_features])
 
+    def cell(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The decoder LSTM's step → its output [B, H] and the new h, c [1, B, H]."""
+        y, (h, c) = self.model.decoder(self.model.embed(token)[:, None], (h, c))
+        return y[:, 0], h, c
+
     def forward(
         self,
         token: torch.Tensor,
@@ -75,14 +81,37 @@ class SpellerDecoderStep(nn.Module):
         keys: torch.Tensor,
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        model = self.model
-        y, (h, c) = model.decoder(model.embed(token)[:, None], (h, c))
-        y = y[:, 0]
-        queries = y.reshape(keys.size(0), -1, y.size(1))  # [W, rows per word, H]
-        weights = torch.softmax(torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :], dim=-1)
-        context = torch.bmm(weights, values).reshape(y.shape)  # already through combine's context half
-        mixed = torch.tanh(y @ self.combine_state.T + context + model.combine.bias)
-        return model.out(mixed), h, c
+        y, h, c = self.cell(token, h, c)
+        context = torch.bmm(attention(y, keys, bias), values).reshape(y.shape)  # through combine's context half
+        mixed = torch.tanh(y @ self.combine_state.T + context + self.model.combine.bias)
+        return self.model.out(mixed), h, c
+
+
+class SpellerDecoderStepTable(SpellerDecoderStep):
+    """The same step with the LSTM cell written out, its input half a table: a character's embedding through the
+    LSTM's input weights, plus both biases, is one of V rows [V, 4H] computed here once, so a step gathers a row
+    where the LSTM multiplies. The int8 graph is quantized from this one: ONNX Runtime's quantized LSTM op took
+    3.1 µs a row where the int8 product of the recurrent half takes 1.4 (its profiler, one core), and the step
+    as a whole runs 7-14% faster at 256-1,024 rows (docs/design.md). The gates are reordered to [i, f, o, g], so
+    that one Sigmoid covers three of them."""
+
+    def __init__(self, model: Speller) -> None:
+        super().__init__(model)
+        lstm, hidden = model.decoder, model.decoder.hidden_size
+        order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                           torch.arange(2 * hidden, 3 * hidden)])  # PyTorch's [i, f, g, o] → [i, f, o, g]  # fmt: skip
+        table = model.embed.weight @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0
+        self.input_table = _frozen(table[:, order])
+        self.recurrent = _frozen(lstm.weight_hh_l0[order])
+
+    def cell(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.recurrent.size(1)
+        gates = self.input_table[token] + h[0] @ self.recurrent.T
+        sigmoid, g = gates.split([3 * hidden, hidden], dim=1)
+        i, f, o = torch.sigmoid(sigmoid).split([hidden, hidden, hidden], dim=1)
+        c = f * c[0] + i * torch.tanh(g)
+        y = o * torch.tanh(c)
+        return y, y[None], c[None]
 
 
 SPELLER_ENCODER_IO = {
@@ -190,14 +219,14 @@ def load_speller(checkpoint: Path) -> tuple[Speller, dict]:
     return model.eval(), state
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_int8(source: Path, target: Path, op_types: list[str] | None = None) -> None:
     """The graph at `source` with int8 weights, at `target`: ONNX Runtime's dynamic quantization (MatMul and
-    LSTM weights int8, activations quantized at run time). About twice as fast on a CPU with VNNI; what it
-    costs in accuracy is measured by bench/speller_int8.py, not assumed. Its LSTM op runs on the CPU only,
-    so a GPU keeps the float32 graph."""
+    LSTM weights int8, activations quantized at run time; `op_types` narrows which ops). About twice as fast
+    on a CPU with VNNI; what it costs in accuracy is measured by bench/speller_int8.py, not assumed. Its LSTM
+    op runs on the CPU only, so a GPU keeps the float32 graph."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=op_types)
     onnx.checker.check_model(onnx.load(str(target)))
 
 
@@ -215,24 +244,39 @@ def with_int8_copies(paths: dict[str, Path], int8: bool) -> dict[str, Path]:
     return paths
 
 
+def export_decoder_step(step: SpellerDecoderStep, path: Path) -> None:
+    """A decoder step module's graph at `path`, traced on two words of three rows each (so that the graph fixes
+    neither the number of words nor the rows per word)."""
+    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
+    with torch.no_grad():
+        values, keys, h, c = SpellerEncoder(step.model)(src, src_len)
+        h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
+        token, bias = torch.tensor([1, 1, 1, 1, 1, 1]), torch.zeros(2, 4)
+        _export(step.eval(), (token, h, c, values, keys, bias), SPELLER_DECODER_IO, path)
+
+
 def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, Path]:
-    """Write encoder.onnx and decoder_step.onnx for `model` into `out`, and with `int8` also their int8 copies
-    (encoder.int8.onnx, decoder_step.int8.onnx), which the service runs on a CPU."""
+    """Write encoder.onnx and decoder_step.onnx for `model` into `out`, and with `int8` also the int8 graphs
+    (encoder.int8.onnx, decoder_step.int8.onnx), which the service runs on a CPU. The int8 step is quantized
+    from SpellerDecoderStepTable's graph, the float32 one is the LSTM op's: it runs on a GPU, and it holds each
+    trained weight as it is, which training/onnx_weights.py reads back (the table is a product of two)."""
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    src = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
-    src_len = torch.tensor([3, 4])
     encoder_path, decoder_path = out / "encoder.onnx", out / "decoder_step.onnx"
     # The exporter restores each wrapper's training flag afterwards, recursively: a wrapper left in
     # train mode would switch the model's dropout back on for whoever uses it next.
+    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     with torch.no_grad():
         _export(SpellerEncoder(model).eval(), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
-        values, keys, h, c = SpellerEncoder(model)(src, src_len)
-        bias = torch.zeros(2, 4)
-        token = torch.tensor([1, 1, 1, 1, 1, 1])  # three rows per word, so the graph does not fix the group size
-        h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
-        _export(SpellerDecoderStep(model).eval(), (token, h, c, values, keys, bias), SPELLER_DECODER_IO, decoder_path)
-    return with_int8_copies({"encoder": encoder_path, "decoder_step": decoder_path}, int8)
+    export_decoder_step(SpellerDecoderStep(model), decoder_path)
+    paths = with_int8_copies({"encoder": encoder_path, "decoder_step": decoder_path}, int8)
+    if int8:  # the decoder's int8 graph is quantized from the table step's instead
+        with tempfile.TemporaryDirectory() as tmp:
+            table_path = Path(tmp) / "decoder_step_table.onnx"
+            export_decoder_step(SpellerDecoderStepTable(model), table_path)
+            # MatMul only: the table stays float32, so a gathered row is a copy
+            quantize_int8(table_path, paths["decoder_step_int8"], op_types=["MatMul"])
+    return paths
 
 
 def write_speller_artifact(checkpoint: Path, out: Path, version: str, int8: bool = False) -> dict:

@@ -21,6 +21,13 @@ def mask_bias(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.where(positions < lengths[:, None], 0.0, NEG_INF)
 
 
+def attention(states: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Luong (dot) attention weights [W, rows per word × L, T] of decoder states [B, L, H] or [B, H] over their
+    words' keys [W, T, H], masked by bias [W, T]: the B rows come in W equal groups, one per word."""
+    queries = states.reshape(keys.size(0), -1, states.size(-1))
+    return torch.softmax(torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :], dim=-1)
+
+
 class Speller(nn.Module):
     def __init__(self, vocab_size: int, emb: int = 64, hidden: int = 256, dropout: float = 0.2) -> None:
         super().__init__()
@@ -68,10 +75,8 @@ class Speller(nn.Module):
         groups of consecutive rows, one per word (B = W in training; a word's beam hypotheses when serving).
         Each word's encoder outputs are read once for all its rows instead of being copied to every row."""
         y, (h, c) = self.decoder(self.drop(self.embed(tokens)), (h, c))
-        words, rows, length = memory.size(0), y.size(0), y.size(1)
-        queries = y.reshape(words, -1, y.size(2))  # [W, rows per word × L, H]
-        scores = torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :]
-        context = torch.bmm(torch.softmax(scores, dim=-1), memory).reshape(rows, length, memory.size(2))
+        rows, length = y.size(0), y.size(1)
+        context = torch.bmm(attention(y, keys, bias), memory).reshape(rows, length, memory.size(2))
         mixed = torch.tanh(self.combine(self.drop(torch.cat([y, context], dim=-1))))
         return self.out(self.drop(mixed)), h, c
 
