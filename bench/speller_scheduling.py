@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import onnx
 
 from app.batching import DynamicBatcher
 from app.continuous import ContinuousBatcher
@@ -63,16 +64,19 @@ class Timers:
 
 class FlopCounter:
     """FLOPs of the speller's graph calls, from their input shapes: multiply-adds × 2 of every LSTM gate,
-    attention product and linear layer (training/speller_model.py)."""
+    attention product and linear layer (training/speller_model.py). With `input_table` the decoder step gathers
+    its LSTM's input half from a table instead of multiplying (the int8 step since speller 1.5.0,
+    training/export.py's SpellerDecoderStepTable), so only the recurrent half counts."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, input_table: bool = False) -> None:
         emb, hidden, vocab = config["emb"], config["hidden"], config["vocab_size"]
         self.lstm = 4 * hidden * (emb + hidden)  # one LSTM step of one row
         self.encoder_tail = 2 * hidden * 2 * hidden  # the bridge to the decoder's first state, once per word
         # per source position: its attention key and its value (combine's context half, training/export.py), each
         # a 2H → H projection of the encoder state
         self.keys_and_values = 2 * (2 * hidden * hidden)
-        self.decoder_row = self.lstm + hidden * hidden + hidden * vocab  # LSTM, combine's state half, output
+        cell = 4 * hidden * hidden if input_table else self.lstm
+        self.decoder_row = cell + hidden * hidden + hidden * vocab  # LSTM, combine's state half, output
         self.attention = 2 * hidden  # scores and context, per source position of a row
         self.flops = 0.0
 
@@ -90,6 +94,13 @@ class FlopCounter:
             return decode(names, feeds, *args)
 
         speller.encoder.run, speller.decoder.run = encoder_run, decoder_run  # type: ignore[method-assign]
+
+
+def has_lstm_op(speller: Speller) -> bool:
+    """Whether the decoder step the speller runs is the LSTM op's (or, since 1.5.0's int8 graph, a table's)."""
+    graph = "decoder_step_int8" if speller.precision == "int8" else "decoder_step"
+    path = ROOT / "models" / "speller" / speller.manifest.graphs[graph].file
+    return any(node.op_type.endswith("LSTM") for node in onnx.load(str(path)).graph.node)
 
 
 async def closed_loop(submit: Callable[[str], Any], words: list[str], clients: int, seconds: float) -> int:
@@ -110,7 +121,7 @@ async def closed_loop(submit: Callable[[str], Any], words: list[str], clients: i
 def measure(kind: str, join_fraction: float, words: list[str], clients: int, seconds: float) -> dict:
     speller = Speller(ROOT / "models" / "speller", Settings(intra_op_threads=1))
     speller.warm_up()
-    flops = FlopCounter(speller.manifest.model_extra["config"])
+    flops = FlopCounter(speller.manifest.model_extra["config"], input_table=not has_lstm_op(speller))
     flops.wrap(speller)
     timers = Timers()
     timers.wrap(speller, "rows", "encoder (words joining)")

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.poet import Poet
 from app.settings import Settings
+from app.speller import Speller as ServedSpeller
 from app.speller_rows import SpellRows
 from bench.latency_tail import compare, cpu_seconds, scraped_counters, windows
 from bench.load import Result, _one, frozen_heap
@@ -316,3 +317,17 @@ def test_the_tuner_keeps_the_narrowest_pruning_margin_that_loses_no_accuracy() -
     assert best_setting(grid[:1])["prune_margin"] is None
     narrow_beam = {**base, "beam_size": 8, "prune_margin": None, "valid_accuracy": 0.906}
     assert best_setting([*grid, narrow_beam]) == narrow_beam  # a narrower beam first, then the margin
+
+
+def test_the_flop_count_follows_the_step_graph_the_speller_runs() -> None:
+    """Since 1.5.0 the bundled int8 step gathers its LSTM's input half from a table (no multiply-adds there),
+    while the float32 step's LSTM op multiplies: the MFU bench counts the FLOPs of the graph that ran."""
+    from bench.speller_scheduling import ROOT, FlopCounter, has_lstm_op
+
+    folder = ROOT / "models" / "speller"
+    int8 = ServedSpeller(folder, Settings(intra_op_threads=1, speller_precision="int8"))
+    float32 = ServedSpeller(folder, Settings(intra_op_threads=1, speller_precision="float32"))
+    assert not has_lstm_op(int8) and has_lstm_op(float32)
+    config = int8.manifest.model_extra["config"]
+    table, lstm = FlopCounter(config, input_table=True), FlopCounter(config)
+    assert lstm.decoder_row - table.decoder_row == 4 * config["hidden"] * config["emb"]
