@@ -65,6 +65,11 @@ class Speller(ManifestModel):
                 "1.4.0 and later): export it again (its run rebuilt by python -m training.onnx_weights at the commit "
                 "that exported it, then python -m training.export speller here; README, 'Retrain, export')"
             )
+        if "slots" not in inputs:  # speller 1.5.0 and earlier compute every row of a word's group, padding too
+            raise ArtifactError(
+                f"{folder / decoder.file}: computes padding rows, this server passes live rows only (speller 1.6.0 "
+                "and later): export it again (python -m training.export speller; README, 'Retrain, export')"
+            )
         if inputs["values"][0] != "words":  # graphs before speller 1.2.0 took a copy per row
             raise ArtifactError(
                 f"{folder / decoder.file}: takes encoder outputs per row "
@@ -192,9 +197,7 @@ class Speller(ManifestModel):
     def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:
         """One decoding step of every live row, in place. Returns the rows' tokens (nothing to stream here: empty)
         and which words have finished both searches."""
-        decoded = len(rows.beam)
-        if len(rows.beam):
-            self._beam_step(rows)
+        decoded = self._beam_step(rows) if len(rows.beam) else 0
         if len(rows.parked):
             self._unpark(rows)
         decoded += len(rows.open)
@@ -226,7 +229,7 @@ class Speller(ManifestModel):
         if self.metrics is not None:
             self.metrics.observe_batch("speller", words, decoded)
 
-    def _beam_step(self, rows: SpellRows) -> None:
+    def _beam_step(self, rows: SpellRows) -> int:
         """The beam search over dictionary words (the trie masks every other continuation). Each finished
         hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
         − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
@@ -234,8 +237,16 @@ class Speller(ManifestModel):
         pruning margin, continuations that far below the word's best of the step are dropped (rows saved).
         One decoder call for every row, then one compiled call (app/beam_step.py) for the bookkeeping."""
         g, trie = rows.beam, self.trie
-        logits, h, c = self.decoder.run(None, g.inputs())
         here = np.ascontiguousarray(g.word[:: g.group])  # the searching words, in the order of their rows
+        # Only live rows are decoded: since pruning, a third of a large batch's rows were padding.
+        feeds, decoded = g.inputs(np.isfinite(rows.score[here, : g.group]).sum(axis=1).clip(min=1))
+        logits, h, c = self.decoder.run(None, feeds)
+        live_at = None  # a row's place among the decoded ones, where some were not (parents are live ones)
+        if len(decoded) < len(g):
+            logits_live, logits = logits, np.zeros((len(g), logits.shape[1]), dtype=logits.dtype)
+            logits[decoded] = logits_live  # padding rows' stay 0: the step skips them (scored -inf)
+            live_at = np.zeros(len(g), dtype=np.int64)
+            live_at[decoded] = np.arange(len(decoded))
         score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
             logits, here, g.group, self.beam_size,
             g.nodes, g.token, g.history, g.edits, g.edits_prev,
@@ -244,6 +255,8 @@ class Speller(ManifestModel):
             self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps, self._margin,
         )  # fmt: skip
         rows.score[here] = score
+        if live_at is not None:
+            parent = live_at[parent]
         rows.beam = g.gathered(
             searching,
             group=width,
@@ -256,6 +269,7 @@ class Speller(ManifestModel):
             edits=edits,
             edits_prev=edits_prev,
         )
+        return len(decoded)
 
     def _unpark(self, rows: SpellRows) -> None:
         """Greedy rows wait for their word's beam search to end: then its best dictionary answer is final, and
@@ -276,7 +290,7 @@ class Speller(ManifestModel):
     def _open_step(self, rows: SpellRows) -> None:
         """The unconstrained greedy pass (letters and end only): its log-probability and spelling."""
         g = rows.open
-        logits, h, c = self.decoder.run(None, g.inputs())
+        logits, h, c = self.decoder.run(None, g.inputs()[0])
         logp = np.where(self.letters_and_end, _log_softmax(logits), -np.inf)
         token = logp.argmax(axis=1)
         rows.open_total[g.word] += logp[np.arange(len(token)), token]

@@ -2,8 +2,9 @@
 
 Each word is searched two ways, every step one decoder call per way over all the batch's words: `beam` holds
 the dictionary-constrained beam search, one row per live hypothesis (at most `beam_size`; every word of the
-batch gets as many rows as the word with the most), and `open` one row per word (the unconstrained greedy
-pass, present only when the speller may answer a word outside its dictionary). A word's greedy row waits in
+batch gets as many rows as the word with the most, though only live ones are decoded), and `open` one row per
+word (the unconstrained greedy pass, present only when the speller may answer a word outside its
+dictionary). A word's greedy row waits in
 `parked` until its beam search has ended, and runs only if it could still change the answer.
 A word whose search has ended leaves its row group at once, so later steps pay only for live rows; the
 word itself leaves the batch when both of its searches have ended.
@@ -83,9 +84,26 @@ class DecoderRows:
         """The per-row fields at `index` (a mask or positions); h and c hold their rows on axis 1."""
         return {k: getattr(self, k)[:, index] if k in ("h", "c") else getattr(self, k)[index] for k in self.ROW_FIELDS}
 
-    def inputs(self) -> dict[str, np.ndarray]:
-        return {"token": self.token, "h": self.h, "c": self.c, "values": self.values, "keys": self.keys,
-                "bias": self.bias}  # fmt: skip
+    def inputs(self, live: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The decoder graph's feeds for each word's first `live[w]` rows (its live hypotheses, which the beam
+        keeps first; all rows when None), and where those rows stand among this batch's. The graph computes only
+        them and places them in this batch's layout of equal groups for attention (training/export.py: `slots`
+        per row; `slot_rows`, for each place of that layout, the row it reads: a place no live row fills reads
+        its word's first row)."""
+        words = len(self.values)
+        if live is None or (live >= self.group).all():
+            rows = np.arange(len(self), dtype=np.int64)
+            feeds = {"token": self.token, "h": self.h, "c": self.c}
+            slot_rows = rows
+        else:
+            filled = (np.arange(self.group)[None, :] < live[:, None]).ravel()  # [words × group]
+            rows = np.flatnonzero(filled)
+            at = np.cumsum(filled) - 1  # a live place's row among the live rows
+            slot_rows = np.where(filled, at, np.repeat(at[:: self.group], self.group))
+            feeds = {"token": self.token[rows], "h": self.h[:, rows], "c": self.c[:, rows]}
+        assert len(slot_rows) == words * self.group
+        feeds |= {"values": self.values, "keys": self.keys, "bias": self.bias, "slots": rows, "slot_rows": slot_rows}
+        return feeds, rows
 
     def widen(self, group: int) -> DecoderRows:
         """The same words with `group` rows each: every word's last row repeated. The beam scores the added

@@ -126,6 +126,30 @@ def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy:
         load(artifact_copy)
 
 
+def test_a_speller_graph_that_computes_padding_rows_is_refused(artifact_copy: Path) -> None:
+    """Speller 1.5.0 and earlier computed every row of a word's group, padding too; this server passes each word's
+    live rows only, with their places (`slots`), which such a graph would fail on at the first request."""
+    import onnx
+
+    folder = artifact_copy / "speller"
+    graph = onnx.load(str(folder / "decoder_step.onnx"))
+    for tensor in graph.graph.input:
+        if tensor.name == "slots":
+            tensor.name = "places"
+    for node in graph.graph.node:
+        node.input[:] = ["places" if name == "slots" else name for name in node.input]
+    onnx.save(graph, str(folder / "decoder_step.onnx"))
+
+    def as_before(manifest: dict) -> None:
+        for spec in manifest["graphs"]["decoder_step"]["inputs"]:
+            spec["name"] = "places" if spec["name"] == "slots" else spec["name"]
+
+    edit_manifest(folder, as_before)
+    rewrite_checksums(folder)
+    with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: computes padding rows"):
+        load(artifact_copy)
+
+
 def test_start_up_fails_naming_the_file(artifact_copy: Path) -> None:
     (artifact_copy / "speller" / "dictionary.txt").write_text("tampered\n")
     with (

@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from app.speller_rows import DecoderRows
 from training.export import SpellerDecoderStepTable, export_decoder_step, export_speller
 from training.speller_model import Speller, mask_bias
 
@@ -65,11 +66,42 @@ def test_encoder_and_decoder_step_match_pytorch(exported, table_step, batch: int
         for got, want in zip(onnx_enc, (context_values(model, memory), keys, h0, c0), strict=True):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-4)
         # The graph's step reads the values the encoder graph wrote and computes decode's numbers.
+        every = np.arange(batch * group)  # every row live, each in its own place
         feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "values": onnx_enc[0],
-                 "keys": keys.numpy(), "bias": bias.numpy()}  # fmt: skip
+                 "keys": keys.numpy(), "bias": bias.numpy(), "slots": every, "slot_rows": every}  # fmt: skip
         for step in (decoder, table_step):
             for got, want in zip(step.run(None, feeds), (logits[:, 0], h1, c1), strict=True):
                 np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("live", [[4, 1, 2], [1, 1, 1], [4, 4, 4], [3, 4, 1]])
+def test_a_step_over_live_rows_only_computes_what_the_whole_group_does(exported, table_step, live: list[int]) -> None:
+    """Each word's first `live` rows of its group of 4 (its live hypotheses), as app/speller_rows.py feeds them:
+    both step graphs give those rows exactly what they give them when every row of every group is computed."""
+    _, encoder, decoder = exported
+    group, rng = 4, np.random.default_rng(sum(live))
+    src, lengths = np.array([[5, 6, 7, 0], [8, 9, 10, 11], [12, 13, 0, 0]]), np.array([3, 4, 2])
+    values, keys, h0, c0 = encoder.run(None, {"src": src, "src_len": lengths})
+    rows = DecoderRows(
+        group=group,
+        word=np.repeat(np.arange(3), group),
+        token=rng.integers(4, 30, 3 * group),
+        h=np.repeat(h0, group, axis=1) + 0.1 * rng.standard_normal((1, 3 * group, h0.shape[2])).astype(np.float32),
+        c=np.repeat(c0, group, axis=1),
+        nodes=np.zeros(3 * group, dtype=np.int32),
+        history=np.zeros((3 * group, 2), dtype=np.int64),
+        edits=np.zeros((3 * group, 0), dtype=np.int32),
+        edits_prev=np.zeros((3 * group, 0), dtype=np.int32),
+        values=values,
+        keys=keys,
+        bias=mask_bias(torch.from_numpy(lengths), 4).numpy(),
+    )
+    for step in (decoder, table_step):
+        whole = step.run(None, rows.inputs()[0])
+        feeds, decoded = rows.inputs(np.array(live))
+        assert len(feeds["token"]) == len(decoded) == sum(live)
+        for got, want in zip(step.run(None, feeds), whole, strict=True):
+            np.testing.assert_allclose(got, want[..., decoded, :] if got.ndim == 3 else want[decoded], atol=1e-6)
 
 
 def test_padding_does_not_change_a_word(exported) -> None:
@@ -111,7 +143,8 @@ def test_int8_graphs_stay_close_to_pytorch(tmp_path: Path) -> None:
     values = context_values(model, memory)
     got_values = encoder.run(None, {"src": src.numpy(), "src_len": lengths.numpy()})[0]
     feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "values": values.numpy(),
-             "keys": keys.numpy(), "bias": mask_bias(lengths, 4).numpy()}  # fmt: skip
+             "keys": keys.numpy(), "bias": mask_bias(lengths, 4).numpy(), "slots": np.arange(4),
+             "slot_rows": np.arange(4)}  # fmt: skip
     got_logits = decoder.run(None, feeds)[0]
     for got, want in ((got_values, values.numpy()), (got_logits, logits[:, 0].numpy())):
         assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()

@@ -117,7 +117,7 @@ def test_the_bundled_speller_in_pytorch_computes_what_its_graphs_compute() -> No
         np.testing.assert_allclose(out, want.numpy(), atol=1e-4)
     decoder = ort.InferenceSession(str(MODELS / "speller" / manifest["graphs"]["decoder_step"]["file"]))
     feeds = {"token": token.numpy(), "h": h.numpy(), "c": c.numpy(), "values": values, "keys": keys.numpy(),
-             "bias": bias.numpy()}  # fmt: skip
+             "bias": bias.numpy(), "slots": np.arange(2), "slot_rows": np.arange(2)}  # fmt: skip
     np.testing.assert_allclose(decoder.run(None, feeds)[0], logits[:, 0].numpy(), atol=1e-4)
 
 

@@ -60,7 +60,8 @@ class SpellerEncoder(nn.Module):
 class SpellerDecoderStep(nn.Module):
     """One step for a batch of rows: token [B] → logits [B, V], with h and c in and out: Speller.decode with
     L = 1 (eval mode), reading the encoder's values (SpellerEncoder) where decode reads memory. The encoder
-    outputs (values, keys, bias) come once per word; the rows are that many equal groups of consecutive rows."""
+    outputs (values, keys, bias) come once per word; the rows are each word's live rows, consecutive, and
+    attention reads them in equal groups (forward's `slots`)."""
 
     def __init__(self, model: Speller) -> None:
         super().__init__()
@@ -80,9 +81,16 @@ class SpellerDecoderStep(nn.Module):
         values: torch.Tensor,
         keys: torch.Tensor,
         bias: torch.Tensor,
+        slots: torch.Tensor,
+        slot_rows: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        """The rows are a word's live hypotheses only (since speller 1.6.0): each row's place in the layout of
+        equal groups that attention reads, [words × widest word's rows], is `slots` [B], and each place of that
+        layout reads the row `slot_rows` [words × widest]: its own, or for a place no row fills its word's
+        first row. So the LSTM, combine and the output layer never compute a padding row."""
         y, h, c = self.cell(token, h, c)
-        context = torch.bmm(attention(y, keys, bias), values).reshape(y.shape)  # through combine's context half
+        weights = attention(y[slot_rows], keys, bias)
+        context = torch.bmm(weights, values).reshape(-1, y.size(1))[slots]  # through combine's context half
         mixed = torch.tanh(y @ self.combine_state.T + context + self.model.combine.bias)
         return self.model.out(mixed), h, c
 
@@ -131,6 +139,8 @@ SPELLER_DECODER_IO = {
         "values": (["words", "src_len", "hidden"], "float32"),
         "keys": (["words", "src_len", "hidden"], "float32"),
         "bias": (["words", "src_len"], "float32"),
+        "slots": (["batch"], "int64"),
+        "slot_rows": (["slots"], "int64"),
     },
     "outputs": {
         "logits": (["batch", "vocab"], "float32"),
@@ -153,7 +163,7 @@ def _dynamic_axes(io: dict) -> dict[str, dict[int, str]]:
     axes = {}
     for group in ("inputs", "outputs"):
         for name, (shape, _) in io[group].items():
-            axes[name] = {i: dim for i, dim in enumerate(shape) if dim in ("batch", "words", "src_len")}
+            axes[name] = {i: dim for i, dim in enumerate(shape) if dim in ("batch", "words", "src_len", "slots")}
     return axes
 
 
@@ -246,13 +256,14 @@ def with_int8_copies(paths: dict[str, Path], int8: bool) -> dict[str, Path]:
 
 def export_decoder_step(step: SpellerDecoderStep, path: Path) -> None:
     """A decoder step module's graph at `path`, traced on two words of three rows each (so that the graph fixes
-    neither the number of words nor the rows per word)."""
+    neither the number of words nor the rows per word), all of them live."""
     src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     with torch.no_grad():
         values, keys, h, c = SpellerEncoder(step.model)(src, src_len)
         h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
         token, bias = torch.tensor([1, 1, 1, 1, 1, 1]), torch.zeros(2, 4)
-        _export(step.eval(), (token, h, c, values, keys, bias), SPELLER_DECODER_IO, path)
+        slots = torch.arange(6)  # every row live: each in its own place
+        _export(step.eval(), (token, h, c, values, keys, bias, slots, slots), SPELLER_DECODER_IO, path)
 
 
 def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, Path]:
