@@ -102,26 +102,31 @@ def test_a_speller_graph_that_takes_encoder_outputs_per_row_is_refused(artifact_
         load(artifact_copy)
 
 
-def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy: Path) -> None:
-    """Speller 1.2.0 and 1.3.0 attended over the encoder's memory; this server passes the values the encoder
-    graph now writes instead (training/export.py), which such a graph would fail on at the first request."""
+def rename_step_input(folder: Path, old: str, new: str) -> None:
+    """The speller's float32 step graph with its input `old` named `new`, in the graph and the manifest, the
+    checksums rewritten: a graph of an older export, which took another input there."""
     import onnx
 
-    folder = artifact_copy / "speller"
     graph = onnx.load(str(folder / "decoder_step.onnx"))
     for tensor in graph.graph.input:
-        if tensor.name == "values":
-            tensor.name = "memory"
+        if tensor.name == old:
+            tensor.name = new
     for node in graph.graph.node:
-        node.input[:] = ["memory" if name == "values" else name for name in node.input]
+        node.input[:] = [new if name == old else name for name in node.input]
     onnx.save(graph, str(folder / "decoder_step.onnx"))
 
     def as_before(manifest: dict) -> None:
         for spec in manifest["graphs"]["decoder_step"]["inputs"]:
-            spec["name"] = "memory" if spec["name"] == "values" else spec["name"]
+            spec["name"] = new if spec["name"] == old else spec["name"]
 
     edit_manifest(folder, as_before)
     rewrite_checksums(folder)
+
+
+def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy: Path) -> None:
+    """Speller 1.2.0 and 1.3.0 attended over the encoder's memory; this server passes the values the encoder
+    graph now writes instead (training/export.py), which such a graph would fail on at the first request."""
+    rename_step_input(artifact_copy / "speller", "values", "memory")
     with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: reads the encoder's memory"):
         load(artifact_copy)
 
@@ -129,23 +134,7 @@ def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy:
 def test_a_speller_graph_that_computes_padding_rows_is_refused(artifact_copy: Path) -> None:
     """Speller 1.5.0 and earlier computed every row of a word's group, padding too; this server passes each word's
     live rows only, with their places (`slots`), which such a graph would fail on at the first request."""
-    import onnx
-
-    folder = artifact_copy / "speller"
-    graph = onnx.load(str(folder / "decoder_step.onnx"))
-    for tensor in graph.graph.input:
-        if tensor.name == "slots":
-            tensor.name = "places"
-    for node in graph.graph.node:
-        node.input[:] = ["places" if name == "slots" else name for name in node.input]
-    onnx.save(graph, str(folder / "decoder_step.onnx"))
-
-    def as_before(manifest: dict) -> None:
-        for spec in manifest["graphs"]["decoder_step"]["inputs"]:
-            spec["name"] = "places" if spec["name"] == "slots" else spec["name"]
-
-    edit_manifest(folder, as_before)
-    rewrite_checksums(folder)
+    rename_step_input(artifact_copy / "speller", "slots", "places")
     with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: computes padding rows"):
         load(artifact_copy)
 
