@@ -138,7 +138,7 @@ def beam_step(
                 if final > chosen:
                     chosen, chosen_row = final, r
                 continue
-            if s < top_score[w, 0] - prune_margin:  # far behind: kept, it would cost rows and rarely win
+            if s < top_score[w, 0] - prune_margin:  # far behind: keeping it costs rows, and it is rarely the answer
                 continue
             extend_edits_row(row_edits[r], row_edits_prev[r], row_token[r], token, target[word], new_edits[w, k])
             least = EDITS_MAX  # any word it becomes is at least this far from the misspelling
