@@ -254,12 +254,17 @@ def with_int8_copies(paths: dict[str, Path], int8: bool) -> dict[str, Path]:
     return paths
 
 
+def example_words() -> tuple[torch.Tensor, torch.Tensor]:
+    """What the exports trace with: two words of three and four characters, ids [2, 4] padded at the end and
+    their lengths [2] (the graphs fix neither the number of words nor their length)."""
+    return torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
+
+
 def export_decoder_step(step: SpellerDecoderStep, path: Path) -> None:
     """A decoder step module's graph at `path`, traced on two words of three rows each (so that the graph fixes
     neither the number of words nor the rows per word), all of them live."""
-    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     with torch.no_grad():
-        values, keys, h, c = SpellerEncoder(step.model)(src, src_len)
+        values, keys, h, c = SpellerEncoder(step.model)(*example_words())
         h, c = h.repeat_interleave(3, dim=1), c.repeat_interleave(3, dim=1)
         token, bias = torch.tensor([1, 1, 1, 1, 1, 1]), torch.zeros(2, 4)
         slots = torch.arange(6)  # every row live: each in its own place
@@ -276,9 +281,8 @@ def export_speller(model: Speller, out: Path, int8: bool = False) -> dict[str, P
     encoder_path, decoder_path = out / "encoder.onnx", out / "decoder_step.onnx"
     # The exporter restores each wrapper's training flag afterwards, recursively: a wrapper left in
     # train mode would switch the model's dropout back on for whoever uses it next.
-    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     with torch.no_grad():
-        _export(SpellerEncoder(model).eval(), (src, src_len), SPELLER_ENCODER_IO, encoder_path)
+        _export(SpellerEncoder(model).eval(), example_words(), SPELLER_ENCODER_IO, encoder_path)
     export_decoder_step(SpellerDecoderStep(model), decoder_path)
     paths = with_int8_copies({"encoder": encoder_path, "decoder_step": decoder_path}, int8)
     if int8:  # the decoder's int8 graph is quantized from the table step's instead
@@ -365,7 +369,7 @@ def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path,
     read it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "classifier.onnx"
-    example: tuple[torch.Tensor, ...] = (torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4]))
+    example: tuple[torch.Tensor, ...] = example_words()
     if lexicon:
         example += (torch.rand(2, 4, lexicon),)
     with torch.no_grad():
