@@ -127,7 +127,7 @@ class ReadyResponse(BaseModel):
                 {
                     "status": "ready",
                     "models": [
-                        {"name": "speller", "version": "1.6.0", "provider": "CPUExecutionProvider"},
+                        {"name": "speller", "version": "1.6.1", "provider": "CPUExecutionProvider"},
                         {"name": "classifier", "version": "1.4.0", "provider": "CPUExecutionProvider"},
                         {"name": "poet", "version": "1.4.0", "provider": "CPUExecutionProvider"},
                     ],

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         help="tried on the grid's best setting; kept only if one beats answering from the dictionary alone",
     )  # fmt: skip
     parser.add_argument(
-        "--prune-margins", type=float, nargs="*", default=[16.0, 12.0, 8.0],
+        "--prune-margins", type=float, nargs="*", default=[16.0, 12.0, 11.0, 10.0, 9.0, 8.0],
         help="tried on the best setting; the narrowest that loses no validation accuracy is kept",
     )  # fmt: skip
     parser.add_argument("--write-manifest", action="store_true")
