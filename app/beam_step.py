@@ -58,8 +58,10 @@ def extend_edits(
 
 @compiled
 def beam_step(
-    # the decoder's [R, V] output; the words of its rows, `group` rows each; hypotheses kept per word
+    # the decoder's output [D, V] for the D rows it decoded, and each of the R rows' place among them (read for
+    # live rows only); the words of the rows, `group` rows each; hypotheses kept per word
     logits: np.ndarray,
+    decoded_at: np.ndarray,
     here: np.ndarray,
     group: int,
     beam: int,
@@ -91,7 +93,8 @@ def beam_step(
     that ends among them, and its hypotheses for the next step; a continuation more than `prune_margin` below
     its word's best candidate of the step is dropped (np.inf: none is). Returns the words' scores [n, beam] (live
     ones first, best first), which words still search, and the next step's rows: `width` per searching word,
-    its live hypotheses then dead padding, as (parent row, token, trie node, history, edits, edits_prev)."""
+    its live hypotheses then dead padding, as (parent, token, trie node, history, edits, edits_prev); a parent
+    is a decoded row (the place of its h and c in the decoder's output)."""
     n, vocab = len(here), logits.shape[1]
     top_score = np.full((n, beam), -np.inf, dtype=np.float32)
     top_index = np.zeros((n, beam), dtype=np.int64)  # row * vocab + token
@@ -106,17 +109,18 @@ def beam_step(
             prior_score = score[word, j]
             if prior_score == -np.inf:  # a dead row: padding, or a hypothesis that ended
                 continue
-            peak = logits[r, 0]
+            row_logits = logits[decoded_at[r]]
+            peak = row_logits[0]
             for v in range(1, vocab):
-                peak = max(peak, logits[r, v])
+                peak = max(peak, row_logits[v])
             mass = np.float32(0)
             for v in range(vocab):
-                mass += np.exp(logits[r, v] - peak)
+                mass += np.exp(row_logits[v] - peak)
             norm = np.log(mass)
             for v in range(vocab):
                 if not allowed[row_nodes[r], v]:
                     continue
-                total = prior_score + ((logits[r, v] - peak) - norm)
+                total = prior_score + ((row_logits[v] - peak) - norm)
                 if total <= top_score[w, beam - 1]:
                     continue
                 k = beam - 1  # insert, keeping the list sorted best first (earlier rows first among equals)
@@ -175,7 +179,7 @@ def beam_step(
         for i in range(live_count[w]):  # the word's live hypotheses, best first
             k = live_at[w, i]
             r, token = top_index[w, k] // vocab, top_index[w, k] % vocab
-            parent[out], token_out[out] = r, token
+            parent[out], token_out[out] = decoded_at[r], token
             nodes_out[out] = children[row_nodes[r], token]
             history_out[out] = row_history[r]
             history_out[out, step[here[w]]] = token
@@ -189,3 +193,38 @@ def beam_step(
             edits_prev_out[out] = edits_prev_out[first]
             out += 1
     return new_score, searching, width, parent, token_out, nodes_out, history_out, edits_out, edits_prev_out
+
+
+@compiled
+def live_counts(score: np.ndarray, here: np.ndarray, group: int) -> np.ndarray:
+    """Each word's live hypotheses among its first `group` (scored above -inf; the beam keeps them first), and
+    at least one: a word's first row is always decoded."""
+    live = np.empty(len(here), dtype=np.int64)
+    for w in range(len(here)):
+        count = 0
+        for j in range(group):
+            count += score[here[w], j] != -np.inf
+        live[w] = max(count, 1)
+    return live
+
+
+@compiled
+def live_layout(live: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in groups of `group` a word, of which each word's first `live[w]` are decoded: the decoded rows'
+    positions, and for every row the place among them of the decoded row it reads (its own, or for a row not
+    decoded its word's first, whose results it never uses). Compiled: a handful of small array operations on
+    every decoding step otherwise."""
+    n = len(live)
+    rows = np.empty(live.sum(), dtype=np.int64)
+    decoded_at = np.empty(n * group, dtype=np.int64)
+    out = 0
+    for w in range(n):
+        first = out
+        for j in range(group):
+            if j < live[w]:
+                rows[out] = w * group + j
+                decoded_at[w * group + j] = out
+                out += 1
+            else:
+                decoded_at[w * group + j] = first
+    return rows, decoded_at

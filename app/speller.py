@@ -24,7 +24,7 @@ from app.artifacts import (
     open_session,
     read_word_counts,
 )
-from app.beam_step import beam_step
+from app.beam_step import beam_step, live_counts
 from app.metrics import Metrics
 from app.settings import Settings
 from app.speller_rows import NEG_INF, DecoderRows, SpellRows
@@ -197,8 +197,8 @@ class Speller(ManifestModel):
     def step(self, rows: SpellRows) -> tuple[np.ndarray, np.ndarray]:
         """One decoding step of every live row, in place. Returns the rows' tokens (nothing to stream here: empty)
         and which words have finished both searches."""
-        decoded = self._beam_step(rows) if len(rows.beam) else 0
-        if len(rows.parked):
+        decoded, ended = self._beam_step(rows) if len(rows.beam) else (0, False)
+        if ended and len(rows.parked):  # a parked row waits for its word's beam search, which ends only here
             self._unpark(rows)
         decoded += len(rows.open)
         if len(rows.open):
@@ -229,34 +229,27 @@ class Speller(ManifestModel):
         if self.metrics is not None:
             self.metrics.observe_batch("speller", words, decoded)
 
-    def _beam_step(self, rows: SpellRows) -> int:
+    def _beam_step(self, rows: SpellRows) -> tuple[int, bool]:
         """The beam search over dictionary words (the trie masks every other continuation). Each finished
         hypothesis is scored log P(word | misspelling) + prior_weight · log P(word)
         − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
         that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy. With a
         pruning margin, continuations that far below the word's best of the step are dropped (rows saved).
-        One decoder call for every row, then one compiled call (app/beam_step.py) for the bookkeeping."""
+        One decoder call for every live row, then one compiled call (app/beam_step.py) for the bookkeeping.
+        Returns the rows decoded and whether a word's search ended."""
         g, trie = rows.beam, self.trie
         here = np.ascontiguousarray(g.word[:: g.group])  # the searching words, in the order of their rows
         # Only live rows are decoded: since pruning, a third of a large batch's rows were padding.
-        feeds, decoded = g.inputs(np.isfinite(rows.score[here, : g.group]).sum(axis=1).clip(min=1))
+        feeds, decoded = g.inputs(live_counts(rows.score, here, g.group))
         logits, h, c = self.decoder.run(None, feeds)
-        live_at = None  # a row's place among the decoded ones, where some were not (parents are live ones)
-        if len(decoded) < len(g):
-            logits_live, logits = logits, np.zeros((len(g), logits.shape[1]), dtype=logits.dtype)
-            logits[decoded] = logits_live  # padding rows' stay 0: the step skips them (scored -inf)
-            live_at = np.zeros(len(g), dtype=np.int64)
-            live_at[decoded] = np.arange(len(decoded))
         score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
-            logits, here, g.group, self.beam_size,
+            logits, feeds["slot_rows"], here, g.group, self.beam_size,
             g.nodes, g.token, g.history, g.edits, g.edits_prev,
             rows.score, rows.step, rows.target, rows.length, rows.best, rows.best_ids,
             trie.allowed, trie.children, trie.log_prior, trie.best_log_prior_below,
             self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps, self._margin,
         )  # fmt: skip
         rows.score[here] = score
-        if live_at is not None:
-            parent = live_at[parent]
         rows.beam = g.gathered(
             searching,
             group=width,
@@ -269,7 +262,7 @@ class Speller(ManifestModel):
             edits=edits,
             edits_prev=edits_prev,
         )
-        return len(decoded)
+        return len(decoded), not searching.all()
 
     def _unpark(self, rows: SpellRows) -> None:
         """Greedy rows wait for their word's beam search to end: then its best dictionary answer is final, and

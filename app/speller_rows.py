@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from app.beam_step import live_layout
+
 NEG_INF = np.float32(-1e9)
 
 
@@ -96,10 +98,7 @@ class DecoderRows:
             feeds = {"token": self.token, "h": self.h, "c": self.c}
             slot_rows = rows
         else:
-            filled = (np.arange(self.group)[None, :] < live[:, None]).ravel()  # [words × group]
-            rows = np.flatnonzero(filled)
-            at = np.cumsum(filled) - 1  # a live place's row among the live rows
-            slot_rows = np.where(filled, at, np.repeat(at[:: self.group], self.group))
+            rows, slot_rows = live_layout(live, self.group)
             feeds = {"token": self.token[rows], "h": self.h[:, rows], "c": self.c[:, rows]}
         assert len(slot_rows) == words * self.group
         feeds |= {"values": self.values, "keys": self.keys, "bias": self.bias, "slots": rows, "slot_rows": slot_rows}
