@@ -242,6 +242,7 @@ class Speller(ManifestModel):
         # Only live rows are decoded: since pruning, a third of a large batch's rows were padding.
         feeds, decoded = g.inputs(live_counts(rows.score, here, g.group))
         logits, h, c = self.decoder.run(None, feeds)
+        # feeds["slot_rows"]: each row's place among the decoded ones, where the step reads its logits.
         score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
             logits, feeds["slot_rows"], here, g.group, self.beam_size,
             g.nodes, g.token, g.history, g.edits, g.edits_prev,

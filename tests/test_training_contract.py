@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from rapidfuzz.distance import OSA
 
-from app.beam_step import beam_step, extend_edits
+from app.beam_step import beam_step, extend_edits, live_counts, live_layout
 from app.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
@@ -382,7 +382,26 @@ def test_the_compiled_beam_step_is_compiled_once_for_every_batch_shape(tiny_arti
     while len(rows):
         _, finished = served.step(rows)
         rows = rows.take(~finished)
-    assert len(beam_step.overloads) == 1, list(beam_step.overloads)
+    for compiled in (beam_step, live_counts, live_layout):
+        assert len(compiled.overloads) == 1, (compiled, list(compiled.overloads))
+
+
+def test_the_live_row_layout_lists_each_words_first_live_rows_and_where_every_row_reads() -> None:
+    """The compiled layout against the array expressions it replaced: each word's live hypotheses (at least one)
+    among its `group` rows are decoded, and a row that is not reads its word's first decoded row."""
+    rng = np.random.default_rng(0)
+    group, words = 5, 40
+    score = np.full((words + 3, 8), -np.inf, dtype=np.float32)
+    for w, live in enumerate(rng.integers(0, group + 1, size=words + 3)):
+        score[w, :live] = rng.normal(size=live)
+    here = rng.permutation(words + 3)[:words]
+    live = live_counts(score, here, group)
+    assert (live == np.isfinite(score[here, :group]).sum(axis=1).clip(min=1)).all()
+    rows, decoded_at = live_layout(live, group)
+    filled = (np.arange(group)[None, :] < live[:, None]).ravel()
+    at = np.cumsum(filled) - 1
+    assert (rows == np.flatnonzero(filled)).all()
+    assert (decoded_at == np.where(filled, at, np.repeat(at[::group], group))).all()
 
 
 def test_a_beam_wider_than_the_vocabulary_decodes(tiny_artifact: Path) -> None:
