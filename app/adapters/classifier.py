@@ -11,17 +11,16 @@ from urllib.parse import unquote
 import numpy as np
 import onnxruntime as ort
 
-from app.arrays import pad_rows
-from app.artifacts import (
+from app.adapters.arrays import pad_rows
+from app.metrics import Metrics
+from app.runtime.artifacts import (
     ArtifactError,
     Manifest,
     ManifestModel,
     checksummed,
-    choose_precision,
     load_manifest,
-    open_session,
 )
-from app.metrics import Metrics
+from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
 
 
