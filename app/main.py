@@ -48,15 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for scheduler in schedulers.values():
             await scheduler.start()
         app.state.registry, app.state.schedulers = registry, schedulers
-        # The models' dictionaries, tries and vocabularies are long-lived objects by the million: every full
-        # collection walked them all, pausing the server for 205-232 ms under load. Frozen after start-up, they
-        # are left out, and a full collection walks only what requests made: 2-4 ms (python -m bench.gc_pauses).
+        # The models' dictionaries, tries and vocabularies are long-lived objects by the million, and every full
+        # collection would walk them all, pausing the server for a long time under load. Frozen after start-up,
+        # they are left out, and a full collection walks only what requests made.
         gc.collect()
         gc.freeze()
         # Python collects its youngest objects each time 700 more are alive than at the last collection. The
-        # objects of 64 requests in flight pass that every few requests, and each collection walks them all:
-        # 17 µs a request at 64 concurrent (one every 6 requests). Raised, they run only when garbage piles up
-        # (python -m bench.gc_pauses).
+        # objects of a few dozen requests in flight pass that every few requests, and each collection walks them
+        # all. Raised, collections run only when garbage piles up (docs/design.md).
         thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
         watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
