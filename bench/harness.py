@@ -1,5 +1,5 @@
 """What the benches share: a client for the API (a running server or the app in-process), the README's
-generated blocks, and the measured blocks they record in a model's manifest."""
+generated blocks, and the head and files of a report."""
 
 from __future__ import annotations
 
@@ -36,13 +36,6 @@ def replace_block(path: Path, name: str, body: str) -> None:
     text = path.read_text()
     block = f"{start}\n{body}{end}"
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
-
-
-def record_in_manifest(manifest_path: Path, key: str, block: dict) -> None:
-    """Put a bench's measured `block` under `key` in a model's manifest, read afresh so the rest stays as it is."""
-    manifest = json.loads(manifest_path.read_text())
-    manifest[key] = block
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_report(out: Path, report: dict, markdown: str) -> None:
