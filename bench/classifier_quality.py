@@ -97,7 +97,7 @@ def markdown(results: dict) -> str:
     met = all(v >= AIM for v in margin.values())
     return (
         "\n".join(rows) + f"\n\nOn `smaller.test` ({results['test_names']} names), measured {results['measured']} with "
-        "`python -m training.measure classifier --data ../shared/data/dbpedia --write-manifest`. "
+        "`python -m bench.classifier_quality --data ../shared/data/dbpedia`. "
         f"Margin over the peer: accuracy {margin['accuracy'] * 100:+.1f} points, macro-F1 "
         f"{margin['macro_f1'] * 100:+.1f} points; the aim ({AIM * 100:.0f} points on both) is "
         f"{'met' if met else '**not met**'}. Ours learned from {results.get('trained_on', 'train')}; the margin is "

@@ -60,7 +60,7 @@ def main() -> None:
         f"Held-out top-1: **{ours['heldout']['accuracy']:.3f}**, {margin * 100:+.1f} points over the better peer; "
         f"false positives on the 1,000 most frequent English words: "
         f"{ours['false_positives_top1000']['changed']}/1000. Measured {quality['measured']} with "
-        "`python -m training.measure speller --data ../shared/data/spelling --write-manifest`.\n"
+        f"`{manifest.get('quality', {}).get('measured_by', 'python -m bench.speller_quality')}`.\n"
     )
     verdict = "met" if margin >= BAR else "**not met yet**"
     summary += (
