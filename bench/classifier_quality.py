@@ -10,7 +10,6 @@ runs it and records the figures in the model's manifest.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from bench.classifier_baseline import run as run_peer
-from bench.harness import api_client, replace_block
+from bench.harness import api_client, quality_parser, replace_block
 from training import classifier_data
 from training.classifier import save_confusion, scores
 
@@ -120,10 +119,7 @@ def with_lexicon(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dbpedia"))
-    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser = quality_parser(__doc__, Path("../shared/data/dbpedia"))
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
 

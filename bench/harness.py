@@ -3,6 +3,7 @@ generated blocks, and the head and files of a report."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import re
@@ -28,6 +29,16 @@ def api_client(url: str | None, models_dir: Path, model: str) -> Iterator[httpx.
 
     with TestClient(create_app(Settings(models_dir=models_dir, models=[model]))) as client:
         yield client
+
+
+def quality_parser(doc: str | None, data: Path | None, data_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every quality bench takes: its data (`data` by default), a server or the app in-process, and
+    the models folder."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data, help=data_help)
+    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    return parser
 
 
 def replace_block(path: Path, name: str, body: str) -> None:

@@ -16,7 +16,6 @@ it and records the figures in the model's manifest.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -30,7 +29,7 @@ import numpy as np
 
 from app.poet import FORMS, Poet
 from app.settings import Settings
-from bench.harness import api_client, replace_block
+from bench.harness import api_client, quality_parser, replace_block
 from training import poet_data
 
 REGULAR = [name for name, form in FORMS.items() if form is not None]
@@ -228,10 +227,7 @@ def examples(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="a folder of poet.tang.*.json (default: fetch with npm)")
-    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser = quality_parser(__doc__, None, "a folder of poet.tang.*.json (default: fetch with npm)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
 

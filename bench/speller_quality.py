@@ -11,7 +11,6 @@ By default the app runs in-process on --models-dir; --url measures a running ser
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -25,7 +24,7 @@ from spellchecker import SpellChecker
 from symspellpy import SymSpell, Verbosity
 from wordfreq import top_n_list
 
-from bench.harness import api_client
+from bench.harness import api_client, quality_parser
 from training import speller_data
 
 BATCH = 64  # texts per request: the service's default limit
@@ -138,10 +137,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
-    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser = quality_parser(__doc__, Path("../shared/data/spelling"))
     parser.add_argument("--out", type=Path, default=Path("docs/speller_quality.json"))
     args = parser.parse_args(argv)
 

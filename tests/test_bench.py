@@ -147,5 +147,3 @@ def test_the_serving_table_gives_each_peers_ratio_within_each_round() -> None:
     # Round 2 has no charserve row (a failed start, say): no ratio for it rather than one against another round.
     assert round_ratios(runs) == [(naive, "/correct", [4.0, 4.0])]
     assert LABELS["b"] == "charserve" and len(LABELS) == 7
-
-
