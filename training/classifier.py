@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         title=f"classifier ({args.preset})",
         clip=5.0,
         replay=replayed["history"]["valid/macro_f1"] if replayed else None,
-        history={name: [] for name in ("loss/train", "loss/valid", "valid/accuracy", "valid/macro_f1")},
+        series=("loss/train", "loss/valid", "valid/accuracy", "valid/macro_f1"),
     )
     progress = fit(model, optimizer, scheduler, run, args.out, args)
 

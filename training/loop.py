@@ -12,7 +12,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class Run:
     # validated run's figures (one an epoch), and its last epoch is kept.
     replay: list[float] | None = None
     keep_last: bool = False  # also write last.pt after every epoch, to resume from
-    history: dict[str, list[float]] = field(default_factory=dict)
+    series: tuple[str, ...] = ()  # the history's series, in the order the curves show them
 
 
 def train_epoch(
@@ -135,7 +135,7 @@ def fit(
     """Train for args.epochs (at most), with args.patience and args.max_minutes (0 or absent: no bound), from
     `progress` when resuming. Writes best.pt (the best validated epoch, or the last one with `replay`), curves.png,
     and with run.keep_last last.pt."""
-    progress = progress or Progress(history={name: [] for name in run.history})
+    progress = progress or Progress(history={name: [] for name in run.series})
     out.mkdir(parents=True, exist_ok=True)
     max_minutes = getattr(args, "max_minutes", 0) or 0
     deadline = time.time() + 60 * max_minutes if max_minutes else math.inf

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         title=f"poet ({args.optimizer})",
         clip=args.clip,
         keep_last=True,
-        history={"perplexity/train": [], "perplexity/valid": []},
+        series=("perplexity/train", "perplexity/valid"),
     )  # fmt: skip
     progress = fit(model, optimizer, scheduler, run, args.out, args, progress)
 

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         goal=Goal("exact", "max"),
         title="speller",
         clip=1.0,
-        history={name: [] for name in ("loss/train", "loss/valid", "accuracy/exact", "accuracy/bleu4")},
+        series=("loss/train", "loss/valid", "accuracy/exact", "accuracy/bleu4"),
     )  # fmt: skip
     progress = fit(model, optimizer, scheduler, run, args.out, args)
     history = progress.history
