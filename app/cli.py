@@ -16,6 +16,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from app.catalog import CATALOG
@@ -135,6 +136,38 @@ def poem(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def shown_default(default: Any) -> str:
+    """A default as a user would write it in the environment."""
+    if default is None:
+        return "from the manifest"
+    if isinstance(default, Path):
+        return f"`{default.name}/` of the checkout"
+    return f"`{default if isinstance(default, str) else json.dumps(default)}`"
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table, from app/settings.py's fields: docs/configuration.md is this output."""
+    rows = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable prefixed `CHARSERVE_`; lists are JSON "
+        "(`CHARSERVE_MODELS='[\"speller\"]'`). Generated from `app/settings.py` by `charserve settings`.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    prefix = Settings.model_config.get("env_prefix", "")
+    for name, field in Settings.model_fields.items():
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{(prefix + name).upper()}` | {shown_default(field.default)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def show_settings(args: argparse.Namespace, settings: Settings) -> int:
+    print(settings_table(), end="")
+    return 0
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -155,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     run.set_defaults(handler=serve)
+
+    listing = commands.add_parser("settings", help="every CHARSERVE_* setting, its default and meaning (Markdown)")
+    listing.set_defaults(handler=show_settings)
 
     for name, handler, what in (
         ("correct", correct, "correct the English misspellings of each line; prints the corrected lines"),

@@ -88,3 +88,12 @@ def test_serve_starts_uvicorn_as_make_serve_does(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: called.update(app=app, **options))
     assert cli.main(["serve", "--port", "9000"]) == 0
     assert called == {"app": "app.main:app", "host": "127.0.0.1", "port": 9000, "access_log": False}
+
+
+def test_configuration_doc_lists_every_setting(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """docs/configuration.md is `charserve settings`'s output: regenerate it when app/settings.py changes."""
+    table = run(monkeypatch, capsys, ["settings"])
+    assert "| `CHARSERVE_POET_PRECISION` | `auto` |" in table
+    assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == table, (
+        "docs/configuration.md is stale: python -m app.cli settings > docs/configuration.md"
+    )
