@@ -117,6 +117,13 @@ def page(browser, server: str) -> Iterator:
     assert not elsewhere, f"requests left the machine: {sorted(elsewhere)}"
 
 
+def submit(page, form: str, field: str, text: str) -> None:
+    """On a fresh demo page: type `text` into the field and press the form's button."""
+    page.goto("/")
+    page.fill(f"#{field}", text)
+    page.click(f"#{form} button")
+
+
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
 def test_api_docs_render_offline(page, path: str) -> None:
     page.goto(path)
@@ -126,9 +133,7 @@ def test_api_docs_render_offline(page, path: str) -> None:
 
 
 def test_demo_corrects_and_underlines(page) -> None:
-    page.goto("/")
-    page.fill("#correct-input", "Ths sentense has erors")
-    page.click("#correct-form button")
+    submit(page, "correct-form", "correct-input", "Ths sentense has erors")
     fixes = page.locator("#correct-output .fix")
     fixes.nth(2).wait_for()
     assert page.inner_text("#correct-output").strip() == "This sentence has errors"
@@ -156,9 +161,7 @@ def test_demo_shows_confidence_and_alternatives_when_present(page) -> None:
         ]
     }  # fmt: skip
     page.route("**/correct", lambda route: route.fulfill(json=body))
-    page.goto("/")
-    page.fill("#correct-input", "Ths sentense")
-    page.click("#correct-form button")
+    submit(page, "correct-form", "correct-input", "Ths sentense")
     uncertain = page.locator("#correct-output .fix.uncertain")
     uncertain.wait_for()
     uncertain.hover()
@@ -195,18 +198,14 @@ def test_demo_shows_each_streamed_character(page) -> None:
 
 
 def test_demo_poem_error_is_shown(page) -> None:
-    page.goto("/")
-    page.fill("#poem-acrostic", "ABC")
-    page.click("#poem-form button")
+    submit(page, "poem-form", "poem-acrostic", "ABC")
     error = page.locator("#poem-output .error")
     error.wait_for()
     assert error.inner_text().startswith("422: ") and "vocabulary" in error.inner_text()
 
 
 def test_demo_classifies_with_a_bar_per_type(page) -> None:
-    page.goto("/")
-    page.fill("#classify-input", "Antonio_Veciana\nKneuterdijk Palace")
-    page.click("#classify-form button")
+    submit(page, "classify-form", "classify-input", "Antonio_Veciana\nKneuterdijk Palace")
     names = page.locator("#classify-output .name")
     names.nth(1).wait_for()
     assert names.count() == 2

@@ -33,19 +33,28 @@ async def demo() -> FileResponse:
     return FileResponse(WEB_STATIC / "index.html", media_type="text/html", headers=LOCAL_ONLY)
 
 
-@router.get("/docs")
-async def swagger_ui(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    page = get_swagger_ui_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - Swagger UI",
-        oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-        swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-    )
+def local(page: HTMLResponse) -> HTMLResponse:
     page.headers.update(LOCAL_ONLY)
     return page
+
+
+def urls(request: Request) -> tuple[str, str]:
+    """The OpenAPI document's URL and the docs' assets' folder, behind whatever root path a proxy set."""
+    root = request.scope.get("root_path", "")
+    return f"{root}{request.app.openapi_url}", f"{root}{DOCS_ASSETS}"
+
+
+@router.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    openapi, assets = urls(request)
+    redirect = f"{request.scope.get('root_path', '')}/docs/oauth2-redirect"
+    script, style, icon = f"{assets}/swagger-ui-bundle.js", f"{assets}/swagger-ui.css", f"{assets}/favicon.png"
+    title = f"{request.app.title} - Swagger UI"
+    page = get_swagger_ui_html(
+        openapi_url=openapi, title=title, oauth2_redirect_url=redirect, swagger_js_url=script, swagger_css_url=style,
+        swagger_favicon_url=icon,
+    )  # fmt: skip
+    return local(page)
 
 
 @router.get("/docs/oauth2-redirect")
@@ -55,16 +64,13 @@ async def swagger_ui_redirect() -> HTMLResponse:
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
+    openapi, assets = urls(request)
+    script, icon = f"{assets}/redoc.standalone.js", f"{assets}/favicon.png"
+    title = f"{request.app.title} - ReDoc"
     page = get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-        with_google_fonts=False,
+        openapi_url=openapi, title=title, redoc_js_url=script, redoc_favicon_url=icon, with_google_fonts=False
     )
-    page.headers.update(LOCAL_ONLY)
-    return page
+    return local(page)
 
 
 def add_pages(app: FastAPI) -> None:
