@@ -217,6 +217,25 @@ def test_demo_classifies_with_a_bar_per_type(page) -> None:
     assert width > 0.5 * track  # the winning type's bar fills most of its track
 
 
+def test_demo_sends_the_api_key_typed(page) -> None:
+    """Where the server asks for API keys, the page sends the one typed as a bearer token, and opens the key
+    field when a request is refused for the lack of one."""
+    seen: list[str | None] = []
+
+    def refuse(route) -> None:
+        seen.append(route.request.headers.get("authorization"))
+        route.fulfill(status=401, json={"detail": "a valid API key is required"})
+
+    page.route("**/classify", refuse)
+    submit(page, "classify-form", "classify-input", "Antonio_Veciana")
+    page.locator("#classify-output .error").wait_for()
+    assert page.locator("#api-key").is_visible() and seen == [None]
+    page.fill("#api-key", "s3cret")
+    with page.expect_response("**/classify"):
+        page.click("#classify-form button")
+    assert seen == [None, "Bearer s3cret"]
+
+
 def test_screenshot_of_the_demo(page, tmp_path: Path) -> None:
     """The page renders (a screenshot is taken; CHARSERVE_SCREENSHOT keeps it somewhere to look at)."""
     page.goto("/")

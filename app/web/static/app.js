@@ -17,14 +17,27 @@ function describeError(status, body) {
   return `${status}: ${detail || "the request failed"}`;
 }
 
+// A server with API keys answers 401 without one; the key typed here lives in this tab's sessionStorage.
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("charserve-api-key") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("charserve-api-key", keyInput.value.trim()));
+
+function headers(extra = {}) {
+  const key = keyInput.value.trim();
+  return { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}), ...extra };
+}
+
 async function postJSON(path, body) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: headers(),
     body: JSON.stringify(body),
   });
   const data = await response.json().catch(() => null);
-  if (!response.ok) throw new Error(describeError(response.status, data));
+  if (!response.ok) {
+    if (response.status === 401) $("key-panel").open = true;
+    throw new Error(describeError(response.status, data));
+  }
   return data;
 }
 
@@ -115,7 +128,7 @@ function* parseEvents(chunk) {
 async function streamPoem(body, onChar, onPoem) {
   const response = await fetch("/poem", {
     method: "POST",
-    headers: { "content-type": "application/json", accept: "text/event-stream" },
+    headers: headers({ accept: "text/event-stream" }),
     body: JSON.stringify({ ...body, stream: true }),
   });
   if (!response.ok) throw new Error(describeError(response.status, await response.json().catch(() => null)));
