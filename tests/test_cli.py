@@ -97,3 +97,17 @@ def test_configuration_doc_lists_every_setting(monkeypatch: pytest.MonkeyPatch, 
     assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == table, (
         "docs/configuration.md is stale: python -m app.cli settings > docs/configuration.md"
     )
+
+
+def test_progress_bar_goes_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", 0)  # a small file: show the bar at once
+    names = tmp_path / "names.txt"
+    names.write_text("Antonio_Veciana\nKneuterdijk Palace\n", encoding="utf-8")
+    assert cli.main(["classify", str(names), "--progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "Person\tAntonio_Veciana\nPlace\tKneuterdijk Palace\n"
+    assert "2 lines" in captured.err
+    assert cli.main(["classify", str(names), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
