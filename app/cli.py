@@ -222,8 +222,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from app.runtime.artifacts import ArtifactError
+
     args = parser().parse_args(argv)
-    return args.handler(args, Settings())
+    try:
+        return args.handler(args, Settings())
+    except (ArtifactError, OSError) as exc:  # a broken artifact, an unreadable file: say which, no traceback
+        print(f"charserve {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -111,3 +111,13 @@ def test_progress_bar_goes_to_stderr(
     assert "2 lines" in captured.err
     assert cli.main(["classify", str(names), "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_missing_file_or_artifact_is_one_line_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["classify", str(tmp_path / "absent.txt")]) == 1
+    assert "absent.txt" in capsys.readouterr().err
+    monkeypatch.setenv("CHARSERVE_MODELS_DIR", str(tmp_path))
+    assert cli.main(["poem"]) == 1
+    assert "manifest.json" in capsys.readouterr().err
