@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.api.errors import add_error_handlers
 from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
 from app.api.routers import classify, correct, health, poem
+from app.api.routers.pages import add_pages
 from app.catalog import ModelRegistry
 from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Character-level neural text models on ONNX Runtime",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app/api/routers/pages.py from local files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schedulers = {}
     for router in (health.router, correct.router, classify.router, poem.router):
         app.include_router(router)
+    add_pages(app)
     add_error_handlers(app)
     # The last added is outermost: metrics see every request, refusals included; the limit refuses before routing.
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=metrics)
