@@ -126,7 +126,7 @@ def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
 
 def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tiny_artifact, speller_scheduling="dynamic"))) as dynamic:
-        batcher = dynamic.app.state.schedulers["speller"]
+        batcher = dynamic.app.state.schedulers["speller"].items  # its unknown words, batched dynamically
         batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
         response = dynamic.post("/correct", json={"text": "teh"})
         batcher.queued_items = 0

@@ -189,9 +189,7 @@ class ContinuousBatcher(Generic[ModelT]):
             if job.stream is not None:
                 job.stream.put_nowait(None)
 
-    def _join_and_step(
-        self, rows: Any, plans: list[Any]
-    ) -> tuple[Any, list[Exception | None], np.ndarray, np.ndarray]:
+    def _join_and_step(self, rows: Any, plans: list[Any]) -> tuple[Any, list[Exception | None], np.ndarray, np.ndarray]:
         """In a worker thread: start the joining items (the speller encodes them here), then step them all.
         Returns the batch, each joining item's error (None: it joined), the step's tokens and finished items.
 
