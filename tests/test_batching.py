@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import numpy as np
@@ -15,6 +18,8 @@ import pytest
 from app.engine.continuous import ContinuousBatcher
 from app.engine.dynamic import DeadlineExceeded, DynamicBatcher, Overloaded
 from app.engine.errors import InvalidInput
+
+SchedulerT = TypeVar("SchedulerT", DynamicBatcher, ContinuousBatcher)
 
 
 @pytest.fixture
@@ -44,6 +49,15 @@ def batcher(fn: Recorder, **overrides: float) -> DynamicBatcher:
     options = {"max_batch": 64, "max_wait_s": 0.05, "max_queue": 100, "deadline_s": 5.0}
     options.update(overrides)
     return DynamicBatcher("test", fn, limiter=anyio.CapacityLimiter(1), **options)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(scheduler: SchedulerT) -> AsyncIterator[SchedulerT]:
+    await scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        await scheduler.stop()
 
 
 @pytest.mark.anyio
@@ -164,13 +178,9 @@ async def test_a_poisoned_request_among_ten_fails_alone() -> None:
     """Eleven requests share one call; it raises on 'boom'. The call runs again in halves until the culprit's
     request is alone: it gets the error, the ten others their own answers."""
     model = Recorder()
-    scheduler = batcher(model)
-    await scheduler.start()
-    try:
+    async with running(batcher(model)) as scheduler:
         requests = [[f"a{i}", f"b{i}"] for i in range(5)] + [["c", "boom"]] + [[f"d{i}"] for i in range(5)]
         results = await asyncio.gather(*(scheduler.submit(r) for r in requests), return_exceptions=True)
-    finally:
-        await scheduler.stop()
     assert isinstance(results[5], ValueError)
     assert [r for i, r in enumerate(results) if i != 5] == [
         [x.upper() for x in r] for i, r in enumerate(requests) if i != 5
@@ -182,14 +192,10 @@ async def test_a_poisoned_request_among_ten_fails_alone() -> None:
 @pytest.mark.anyio
 async def test_text_that_is_not_valid_unicode_is_refused_before_it_joins() -> None:
     model = Recorder()
-    scheduler = batcher(model)
-    await scheduler.start()
-    try:
+    async with running(batcher(model)) as scheduler:
         with pytest.raises(InvalidInput, match="text 1 is not valid Unicode at character 4"):
             await scheduler.submit(["fine", "abc \ud800"])
         assert await scheduler.submit(["next"]) == ["NEXT"]
-    finally:
-        await scheduler.stop()
     assert model.batches == [["next"]]
 
 
@@ -198,16 +204,12 @@ async def test_a_large_request_is_taken_in_pieces_and_a_newcomer_rides_the_next_
     """A 40-item request runs 4 items a call; a one-item request that comes meanwhile joins the very next
     call, ahead of the large one's remaining pieces (the least served goes first), which go on sharing calls."""
     model = Recorder(delay=0.05)
-    scheduler = batcher(model, max_batch=4, max_wait_s=0)
-    await scheduler.start()
-    try:
+    async with running(batcher(model, max_batch=4, max_wait_s=0)) as scheduler:
         large = asyncio.create_task(scheduler.submit([f"w{i}" for i in range(40)]))
         await asyncio.sleep(0.08)  # the large request's first piece or two have run
         calls_before = len(model.batches)  # started, the one in progress included
         assert await scheduler.submit(["small"]) == ["SMALL"]
         assert await large == [f"W{i}" for i in range(40)]
-    finally:
-        await scheduler.stop()
     assert all(len(b) <= 4 for b in model.batches)
     # Into the next call, or the one after if that call's piece was taken before it came: one piece at most.
     assert next(i for i, b in enumerate(model.batches) if "small" in b) in (calls_before, calls_before + 1)
@@ -217,17 +219,13 @@ async def test_a_large_request_is_taken_in_pieces_and_a_newcomer_rides_the_next_
 @pytest.mark.anyio
 async def test_a_request_that_timed_out_stops_costing_model_calls() -> None:
     model = Recorder(delay=0.02)
-    scheduler = batcher(model, max_batch=2, max_wait_s=0, deadline_s=0.1)
-    await scheduler.start()
-    try:
+    async with running(batcher(model, max_batch=2, max_wait_s=0, deadline_s=0.1)) as scheduler:
         with pytest.raises(DeadlineExceeded):
             await scheduler.submit([f"w{i}" for i in range(200)])  # 100 calls: 2 s of work
         calls = len(model.batches)
         await asyncio.sleep(0.3)
         assert len(model.batches) <= calls + 1  # the piece in progress at the deadline, then nothing
         assert scheduler.queued_items == 0
-    finally:
-        await scheduler.stop()
     assert sum(map(len, model.batches)) < 30
 
 
@@ -237,22 +235,20 @@ async def test_a_queue_holds_at_most_one_piece_of_each_request() -> None:
     piece, not by all its items, so requests beside it are still taken in."""
     model = Recorder()
     model.release.clear()
-    scheduler = batcher(model, max_batch=4, max_queue=8, max_wait_s=0)
-    await scheduler.start()
-    try:
-        large = asyncio.create_task(scheduler.submit([f"w{i}" for i in range(100)]))
-        await asyncio.sleep(0.05)
-        assert scheduler.queued_items == 4  # 96 items wait: one piece of them counts
-        small = asyncio.create_task(scheduler.submit(["x", "y", "z", "v"]))
-        await asyncio.sleep(0.01)
-        with pytest.raises(Overloaded, match="limit 8"):
-            await scheduler.submit(["full"])
-        model.release.set()
-        assert await small == ["X", "Y", "Z", "V"]
-        assert len(await large) == 100
-    finally:
-        model.release.set()
-        await scheduler.stop()
+    async with running(batcher(model, max_batch=4, max_queue=8, max_wait_s=0)) as scheduler:
+        try:
+            large = asyncio.create_task(scheduler.submit([f"w{i}" for i in range(100)]))
+            await asyncio.sleep(0.05)
+            assert scheduler.queued_items == 4  # 96 items wait: one piece of them counts
+            small = asyncio.create_task(scheduler.submit(["x", "y", "z", "v"]))
+            await asyncio.sleep(0.01)
+            with pytest.raises(Overloaded, match="limit 8"):
+                await scheduler.submit(["full"])
+            model.release.set()
+            assert await small == ["X", "Y", "Z", "V"]
+            assert len(await large) == 100
+        finally:
+            model.release.set()
 
 
 @dataclass
@@ -299,18 +295,15 @@ class Spelling:
 async def test_items_that_fail_to_join_a_running_batch_fail_only_their_requests() -> None:
     """A running item and requests joining beside items whose start or first step raises: the culprits'
     requests fail, the running item and every other request are answered."""
-    scheduler = ContinuousBatcher(
+    spelling = ContinuousBatcher(
         Spelling(), max_batch=64, max_queue=100, deadline_s=5, limiter=anyio.CapacityLimiter(1)
     )
-    await scheduler.start()
-    try:
-        running = asyncio.create_task(scheduler.submit("x" * 200))
+    async with running(spelling) as scheduler:
+        long = asyncio.create_task(scheduler.submit("x" * 200))
         await asyncio.sleep(0.05)  # it is being stepped
         requests = [["ab", "cd"], ["ef", "badstart"], ["gh"], ["badstep", "ij"], ["klm"]]
         results = await asyncio.gather(*(scheduler.submit_many(r) for r in requests), return_exceptions=True)
-        assert await running == "X" * 200
-    finally:
-        await scheduler.stop()
+        assert await long == "X" * 200
     assert results[0] == ["AB", "CD"] and results[2] == ["GH"] and results[4] == ["KLM"]
     assert isinstance(results[1], ValueError) and "encode" in str(results[1])
     assert isinstance(results[3], ValueError) and "step" in str(results[3])
