@@ -307,3 +307,21 @@ async def test_items_that_fail_to_join_a_running_batch_fail_only_their_requests(
     assert results[0] == ["AB", "CD"] and results[2] == ["GH"] and results[4] == ["KLM"]
     assert isinstance(results[1], ValueError) and "encode" in str(results[1])
     assert isinstance(results[3], ValueError) and "step" in str(results[3])
+
+
+@pytest.mark.anyio
+async def test_items_of_concurrent_requests_join_a_running_batch_in_turns() -> None:
+    """A request of 60 items and one of a single item that comes after it: the single item joins among the
+    first, not behind the 60."""
+    joined: list[list[str]] = []
+    model = Spelling()
+    start = model.rows
+    model.rows = lambda plans: joined.append(list(plans)) or start(plans)  # type: ignore[method-assign]
+    spelling = ContinuousBatcher(model, max_batch=4, max_queue=100, deadline_s=5, limiter=anyio.CapacityLimiter(1))
+    async with running(spelling) as scheduler:
+        large = asyncio.create_task(scheduler.submit_many([f"w{i:02d}" for i in range(60)]))
+        await asyncio.sleep(0.01)  # the first four are running
+        assert await scheduler.submit_many(["one"]) == ["ONE"]
+        assert await large == [f"W{i:02d}" for i in range(60)]
+    order = [plan for plans in joined for plan in plans]
+    assert order.index("one") <= 8  # behind at most a batch's worth of the large request

@@ -7,15 +7,18 @@ empty batch; `padded=True` as well keeps an ended item's row in every step until
 its work thrown away (the textbook static batch, as a padded batch decodes).
 
 As for dynamic batching (app/engine/dynamic.py): a bounded queue (Overloaded → 503), a per-request deadline
-(DeadlineExceeded → 504), rows of requests that went away are dropped at the next step, a step that raises
-fails only the rows it ran, steps run in worker threads, never on the event loop.
+(DeadlineExceeded → 504), rows of requests that went away are dropped at the next step, waiting items join in
+turns across requests, a joining item whose start or first step raises fails alone, steps run in worker
+threads, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -42,6 +45,43 @@ class _Job:
     @property
     def gone(self) -> bool:
         return self.future.done()
+
+
+class _Turns:
+    """Items waiting to join, kept per request: they join in turns across requests, the least served first (the
+    older first among equals), so that a request of thousands of items (a full /correct's unknown words) does
+    not hold back the requests that come after it."""
+
+    def __init__(self) -> None:
+        self.requests: dict[int, deque[_Job]] = {}  # each request's items not yet joined, in order of arrival
+        self.joined: dict[int, int] = {}
+        self.count = 0
+        self.keys = itertools.count()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, jobs: list[_Job]) -> None:
+        key = next(self.keys)
+        self.requests[key], self.joined[key] = deque(jobs), 0
+        self.count += len(jobs)
+
+    def take(self, room: int) -> list[_Job]:
+        """Up to `room` items, one of each request in turn; items whose request went away are dropped."""
+        taken: list[_Job] = []
+        while len(taken) < room and self.requests:
+            for key in sorted(self.requests, key=self.joined.__getitem__):
+                waiting = self.requests[key]
+                job = waiting.popleft()
+                self.count -= 1
+                if not job.gone:
+                    taken.append(job)
+                    self.joined[key] += 1
+                if not waiting:
+                    del self.requests[key], self.joined[key]
+                if len(taken) == room:
+                    break
+        return taken
 
 
 ModelT = TypeVar("ModelT", bound=StepModel)
@@ -71,7 +111,7 @@ class ContinuousBatcher(Generic[ModelT]):
         self.join_fraction = join_fraction
         self.limiter = limiter
         self.metrics = metrics or Metrics()
-        self.waiting: list[_Job] = []
+        self.waiting = _Turns()
         self.stand_ins: list[_Job] = []  # padded: ended items whose rows go on, joining at the next step
         self.wake = asyncio.Event()
         self.loop_task: asyncio.Task[None] | None = None
@@ -94,7 +134,7 @@ class ContinuousBatcher(Generic[ModelT]):
             raise Overloaded(f"{len(self.waiting)} items already waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         jobs = [_Job(plan, loop.create_future(), asyncio.Queue() if stream else None) for plan in plans]
-        self.waiting += jobs
+        self.waiting.add(jobs)
         self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
         self.wake.set()
         return jobs
@@ -153,8 +193,7 @@ class ContinuousBatcher(Generic[ModelT]):
                 await self.wake.wait()
             joins = not live or (not self.static and len(self.waiting) >= self.join_fraction * len(live))
             if self.waiting and joins:
-                joining = [j for j in self.waiting[: self.max_batch - len(live)] if not j.gone]
-                del self.waiting[: self.max_batch - len(live)]
+                joining = self.waiting.take(self.max_batch - len(live))
                 self.metrics.queue_depth.labels(self.name).set(len(self.waiting))
             else:
                 joining = []
