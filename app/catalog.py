@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
-
 from app.adapters.classifier import Classifier
 from app.adapters.poet import Poet
 from app.adapters.speller.model import Speller
@@ -18,6 +16,7 @@ from app.engine.continuous import ContinuousBatcher
 from app.engine.dynamic import DynamicBatcher
 from app.engine.fan_out import FanOut
 from app.engine.protocol import ItemScheduler, Scheduler
+from app.engine.workers import Limiter, WorkerPool
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -34,10 +33,10 @@ class ServedModel(Protocol):
     def warm_up(self) -> None: ...
 
 
-SchedulerFactory = Callable[[Any, Settings, anyio.CapacityLimiter, Metrics], Scheduler]
+SchedulerFactory = Callable[[Any, Settings, Limiter, Metrics], Scheduler]
 
 
-def dynamic(model: Any, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> DynamicBatcher:
+def dynamic(model: Any, settings: Settings, workers: Limiter, metrics: Metrics) -> DynamicBatcher:
     """Concurrent requests' texts gathered into one model call (`model.batch`), at most batch_max_texts a call."""
     return batcher(
         model.name, model.batch, settings, workers, metrics,
@@ -46,7 +45,7 @@ def dynamic(model: Any, settings: Settings, workers: anyio.CapacityLimiter, metr
 
 
 def batcher(
-    name: str, fn: Any, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics, **limits: Any
+    name: str, fn: Any, settings: Settings, workers: Limiter, metrics: Metrics, **limits: Any
 ) -> DynamicBatcher:
     return DynamicBatcher(
         name,
@@ -59,13 +58,11 @@ def batcher(
     )
 
 
-def continuous(model: Any, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics, **options: Any):
+def continuous(model: Any, settings: Settings, workers: Limiter, metrics: Metrics, **options: Any):
     return ContinuousBatcher(model, deadline_s=settings.request_deadline_s, limiter=workers, metrics=metrics, **options)
 
 
-def speller_scheduler(
-    model: Speller, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics
-) -> Scheduler:
+def speller_scheduler(model: Speller, settings: Settings, workers: Limiter, metrics: Metrics) -> Scheduler:
     """Each request's texts split into their unknown words, which are batched across requests: dynamically by
     default (on a CPU core whole calls measured faster, docs/design.md), in calls of at most
     speller_max_batch_words words taken from the waiting requests in turn; continuously when set so: each word
@@ -89,7 +86,7 @@ def speller_scheduler(
     return FanOut(model, words)
 
 
-def poet_scheduler(model: Poet, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> Scheduler:
+def poet_scheduler(model: Poet, settings: Settings, workers: Limiter, metrics: Metrics) -> Scheduler:
     """Continuous: a poem joins the running batch at the next step and leaves when it ends."""
     return continuous(
         model,
@@ -135,6 +132,9 @@ class ModelRegistry:
         registry.ready = True
         return registry
 
-    def schedulers(self, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> dict[str, Scheduler]:
-        """One scheduler per loaded model, as the catalog says."""
-        return {name: CATALOG[name].scheduler(model, settings, workers, metrics) for name, model in self.models.items()}
+    def schedulers(self, settings: Settings, workers: WorkerPool, metrics: Metrics) -> dict[str, Scheduler]:
+        """One scheduler per loaded model, as the catalog says, each with its share of the workers."""
+        return {
+            name: CATALOG[name].scheduler(model, settings, workers.share(name), metrics)
+            for name, model in self.models.items()
+        }

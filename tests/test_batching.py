@@ -18,6 +18,7 @@ import pytest
 from app.engine.continuous import ContinuousBatcher
 from app.engine.dynamic import DeadlineExceeded, DynamicBatcher, Overloaded
 from app.engine.errors import InvalidInput
+from app.engine.workers import ModelWorkers, WorkerPool
 
 SchedulerT = TypeVar("SchedulerT", DynamicBatcher, ContinuousBatcher)
 
@@ -325,3 +326,34 @@ async def test_items_of_concurrent_requests_join_a_running_batch_in_turns() -> N
         assert await large == [f"W{i:02d}" for i in range(60)]
     order = [plan for plans in joined for plan in plans]
     assert order.index("one") <= 8  # behind at most a batch's worth of the large request
+
+
+@pytest.mark.anyio
+async def test_a_freed_worker_goes_to_the_model_that_holds_fewest() -> None:
+    """The speller holds both workers and waits for a third; the classifier, asking after it, gets the first
+    worker that frees. Cancelled waits give nothing away."""
+    pool = WorkerPool(2)
+    speller, classifier = pool.share("speller"), pool.share("classifier")
+    await speller.acquire_on_behalf_of(None)
+    await speller.acquire_on_behalf_of(None)
+    order: list[str] = []
+
+    async def wait(workers: ModelWorkers) -> None:
+        async with workers:
+            order.append(workers.model)
+            await asyncio.sleep(0.01)
+
+    more = asyncio.create_task(wait(speller))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(wait(classifier))
+    await asyncio.sleep(0)
+    gone.cancel()
+    other = asyncio.create_task(wait(classifier))
+    await asyncio.sleep(0)
+    speller.release_on_behalf_of(None)
+    await asyncio.sleep(0.001)
+    assert order == ["classifier"]
+    speller.release_on_behalf_of(None)
+    await asyncio.gather(more, other, gone, return_exceptions=True)
+    assert order == ["classifier", "speller"]
+    assert pool.busy.total() == 0 and not pool.waiting

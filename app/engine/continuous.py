@@ -30,6 +30,7 @@ import numpy as np
 from app.engine.errors import DeadlineExceeded, Overloaded
 from app.engine.isolation import bisect_failures
 from app.engine.protocol import StepModel, StreamingModel
+from app.engine.workers import Limiter
 from app.metrics import Metrics
 
 log = logging.getLogger("charserve.continuous")
@@ -95,7 +96,7 @@ class ContinuousBatcher(Generic[ModelT]):
         max_batch: int,
         max_queue: int,
         deadline_s: float,
-        limiter: anyio.CapacityLimiter,
+        limiter: Limiter,
         metrics: Metrics | None = None,
         static: bool = False,
         padded: bool = False,

@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from app.engine.errors import DeadlineExceeded, Overloaded
 from app.engine.isolation import bisect_failures, check_encodable
+from app.engine.workers import Limiter
 from app.metrics import Metrics
 
 log = logging.getLogger("charserve.batching")
@@ -70,7 +71,7 @@ class DynamicBatcher:
         max_wait_s: float,
         max_queue: int,
         deadline_s: float,
-        limiter: anyio.CapacityLimiter,
+        limiter: Limiter,
         metrics: Metrics | None = None,
         shared: bool = True,
     ) -> None:
