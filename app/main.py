@@ -17,6 +17,7 @@ from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
 from app.api.routers import classify, correct, health, poem
 from app.api.routers.pages import add_pages
 from app.catalog import ModelRegistry
+from app.engine.workers import WorkerPool
 from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
 
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A broken artifact raises here, naming the file, and uvicorn refuses to start.
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
-        workers = anyio.CapacityLimiter(settings.inference_workers)  # shared: the cores are too
+        workers = WorkerPool(settings.inference_workers)  # shared: the cores are too
         schedulers = registry.schedulers(settings, workers, metrics)
         for scheduler in schedulers.values():
             await scheduler.start()
