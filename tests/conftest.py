@@ -223,12 +223,39 @@ def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+# 72 positions: every tiny poem (at most 8 lines of 7 and <eos>) fits, and the served limit is 71 characters.
+def tiny_poet_transformer_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--out", str(out), "--arch", "transformer", "--epochs", "2", "--layers", "2",
+        "--d-model", "32", "--heads", "2", "--context", "72", "--lr", "3e-3", "--warmup", "5",
+        "--batch-size", "32", "--min-count", "1", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_poet_transformer_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training import poet
+
+    out = tmp_path_factory.mktemp("poet_transformer_run")
+    poet.main(tiny_poet_transformer_args(tiny_tang_dir, out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_artifact(
-    tiny_run: Path, tiny_classifier_run: Path, tiny_poet_run: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_run: Path,
+    tiny_classifier_run: Path,
+    tiny_poet_run: Path,
+    tiny_poet_transformer_run: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """models/ as export writes it, one folder per model, for the tiny runs; tests copy it before breaking it."""
-    from training.export import write_classifier_artifact, write_poet_artifact, write_speller_artifact
+    from training.export import (
+        write_classifier_artifact,
+        write_poet_artifact,
+        write_poet_transformer_artifact,
+        write_speller_artifact,
+    )
 
     models = tmp_path_factory.mktemp("models")
     write_speller_artifact(tiny_run / "best.pt", models / "speller", version="0.0.1")
@@ -236,6 +263,9 @@ def tiny_artifact(
     # checks the int8 storage the bundled artifact uses on its own.
     write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1", storage="fp32")
     write_poet_artifact(tiny_poet_run / "best.pt", models / "poet", version="0.0.1")
+    write_poet_transformer_artifact(
+        tiny_poet_transformer_run / "best.pt", models / "poet_transformer", version="0.0.1", storage="fp32"
+    )
     return models
 
 
