@@ -7,7 +7,10 @@ The form logic it shares with the LSTM poet is tested for both in tests/test_poe
 from __future__ import annotations
 
 import json
+import math
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +24,10 @@ from app.adapters.poet_lm import KVCache, TransformerStep
 from app.main import create_app
 from app.runtime.artifacts import ArtifactError
 from app.settings import Settings
+from bench.poem_batching import characters, step_flops
 from bench.poet_quality import served_perplexity
-from tests.conftest import BUNDLED_MODELS, rewrite_checksums
+from tests.conftest import BUNDLED_MODELS, ROOT, rewrite_checksums
+from training import poet as poet_training
 from training import poet_data, poet_transformer
 from training.export import export_poet_transformer, load_poet_transformer, write_poet_transformer_artifact
 from training.poet_transformer_model import PoetTransformer, PoetTransformerConfig
@@ -226,6 +231,7 @@ def test_served_perplexity_equals_pytorch_also_for_poems_longer_than_the_context
 def test_both_poets_are_served_and_ready(tiny_artifact: Path) -> None:
     settings = Settings(models_dir=tiny_artifact, models=["poet", "poet_transformer"])
     with TestClient(create_app(settings)) as client:
+
         def tokens() -> dict[str, float]:
             found = re.findall(r'charserve_tokens_total\{model="(\w+)"\} (\S+)', client.get("/metrics").text)
             return {name: float(value) for name, value in found}
@@ -260,3 +266,27 @@ def test_the_bundled_transformer_graph_has_its_training_perplexity_on_the_test_s
     data = poet_data.build(tang, poet.manifest.model_extra["script"], poet.manifest.model_extra["data"]["min_count"])
     expected = poet.manifest.model_extra["training"]["test_perplexity_pytorch"]
     assert served_perplexity(poet, [p.text for p in data.test]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_batching_bench_counts_a_transformer_step_and_its_own_characters() -> None:
+    manifest = {"decoder_state": "kv_cache", "config": {"d_model": 4, "layers": 2, "vocab_size": 5}}
+    # a block: q, k, v and the projection 4·4², the MLP 2·4·4², attention over 40 cached positions and the new one
+    # 2·41·4 multiply-adds; then the output layer 4·5.
+    assert step_flops(manifest) == 2 * (2 * (4 * 16 + 8 * 16 + 2 * 41 * 4) + 4 * 5)
+    text = 'charserve_tokens_total{model="poet"} 9.0\ncharserve_tokens_total{model="poet_transformer"} 12.0\n'
+    assert characters(text, "poet_transformer") == 12.0 and characters(text) == 9.0
+
+
+def test_the_gpu_training_target_runs_as_written_on_a_tiny_cpu_run(tiny_tang_dir: Path, tmp_path: Path) -> None:
+    """`make poet-transformer-train-gpu`'s own flags, with only the size, device and data overridden for a CPU."""
+    dry_run = subprocess.run(["make", "-n", "poet-transformer-train-gpu"], cwd=ROOT, capture_output=True, text=True)
+    command = next(line for line in dry_run.stdout.replace("\\\n", " ").splitlines() if "-m training.poet " in line)
+    flags = shlex.split(command.split("-m training.poet ", 1)[1])
+    args = poet_training.parse_args(flags)
+    assert (args.arch, args.layers, args.d_model, args.heads, args.context) == ("transformer", 6, 384, 6, 256)
+    assert args.device == "cuda" and args.optimizer == "adamw"
+    tiny = ["--data", str(tiny_tang_dir), "--out", str(tmp_path), "--device", "cpu", "--layers", "1", "--d-model", "16",
+            "--heads", "2", "--epochs", "1", "--min-count", "1", "--threads", "1", "--limit", "64"]  # fmt: skip
+    summary = poet_training.main([*flags, *tiny])
+    assert summary["arch"] == "transformer" and summary["args"]["dropout"] == str(args.dropout)
+    assert math.isfinite(summary["test_perplexity"])
