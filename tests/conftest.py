@@ -214,31 +214,27 @@ def tiny_poet_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+# The Transformer poet's tiny run: the same run but for these. 72 positions: every tiny poem (at most 8 lines of 7
+# and <eos>) fits, and the served limit is 71 characters.
+TINY_TRANSFORMER = ["--arch", "transformer", "--layers", "2", "--d-model", "32", "--heads", "2", "--context", "72",
+                    "--lr", "3e-3", "--warmup", "5"]  # fmt: skip
+
+
+def train_tiny_poet(tang: Path, out: Path, *extra: str) -> Path:
     from training import poet
 
-    out = tmp_path_factory.mktemp("poet_run")
-    poet.main(tiny_poet_args(tiny_tang_dir, out))
+    poet.main(tiny_poet_args(tang, out, *extra))
     return out
 
 
-# 72 positions: every tiny poem (at most 8 lines of 7 and <eos>) fits, and the served limit is 71 characters.
-def tiny_poet_transformer_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data", str(data), "--out", str(out), "--arch", "transformer", "--epochs", "2", "--layers", "2",
-        "--d-model", "32", "--heads", "2", "--context", "72", "--lr", "3e-3", "--warmup", "5",
-        "--batch-size", "32", "--min-count", "1", "--threads", "1", *extra,
-    ]  # fmt: skip
+@pytest.fixture(scope="session")
+def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_poet(tiny_tang_dir, tmp_path_factory.mktemp("poet_run"))
 
 
 @pytest.fixture(scope="session")
 def tiny_poet_transformer_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training import poet
-
-    out = tmp_path_factory.mktemp("poet_transformer_run")
-    poet.main(tiny_poet_transformer_args(tiny_tang_dir, out))
-    return out
+    return train_tiny_poet(tiny_tang_dir, tmp_path_factory.mktemp("poet_transformer_run"), *TINY_TRANSFORMER)
 
 
 @pytest.fixture(scope="session")

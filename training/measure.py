@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
     args, rest = parser.parse_known_args(argv)
     bench = importlib.import_module(BENCHES[args.model])
-    poet = ["--model", args.model] if args.model.startswith("poet") else []  # one bench measures either poet
+    poet = ["--model", args.model] if args.model == "poet_transformer" else []  # one bench measures either poet
     results = bench.main([*rest, *poet, "--models-dir", str(args.models_dir)])
     command = " ".join(["python -m training.measure", *(argv if argv is not None else sys.argv[1:])])
     block = {"measured_by": command, **{k: v for k, v in results.items() if k not in NOT_RECORDED}}
