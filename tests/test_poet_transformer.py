@@ -108,7 +108,8 @@ def test_training_writes_a_transformer_checkpoint_that_learns(tiny_poet_transfor
 # --- export: the key/value-cache step graph --------------------------------------------------------------------
 
 # fp32: the graph as traced; int8 storage: weights rounded; int8 graph: activations quantized at run time too.
-TOLERANCE = {"fp32": 1e-4, "int8": 5e-2, "int8 graph": 1e-1}
+# About twice the worst logit error seen on the tiny model (7e-7, 2.2e-2 and 2.7e-2; docs/poet_transformer.md).
+TOLERANCE = {"fp32": 1e-5, "int8": 5e-2, "int8 graph": 6e-2}
 
 
 @pytest.mark.parametrize("storage", ["fp32", "int8", "int8 graph"])
