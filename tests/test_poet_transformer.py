@@ -56,15 +56,18 @@ def test_embeddings_are_tied_and_attention_is_causal() -> None:
 
 
 def test_steps_with_a_cache_give_the_whole_sequence_logits() -> None:
+    """Each step's new key and value written into the row's next slot; the free slots after them (random here)
+    are masked."""
     model = tiny_model()
     ids = torch.randint(4, TINY.vocab_size, (3, TINY.context))
     with torch.no_grad():
         whole = model(ids)
-        keys, values = model.empty_cache(3)
+        keys, values = (torch.randn(x.shape) for x in model.empty_cache(3, slots=TINY.context))
         for t in range(TINY.context):
-            logits, keys, values = model.step(ids[:, t], torch.full((3,), t), keys, values)
+            logits, key, value = model.step(ids[:, t], torch.full((3,), t), keys, values)
             torch.testing.assert_close(logits, whole[:, t], atol=1e-5, rtol=1e-5)
-    assert keys.shape == (TINY.layers, 3, TINY.heads, TINY.context, TINY.d_model // TINY.heads)
+            keys[:, :, :, t], values[:, :, :, t] = key, value
+    assert key.shape == (TINY.layers, 3, TINY.heads, TINY.d_model // TINY.heads)
 
 
 # --- windows of long poems -------------------------------------------------------------------------------------
@@ -116,9 +119,9 @@ TOLERANCE = {"fp32": 1e-5, "int8": 5e-2, "int8 graph": 6e-2}
 def test_step_graph_matches_pytorch_as_rows_of_different_lengths_share_a_batch(
     tiny_poet_transformer_run: Path, tmp_path: Path, storage: str
 ) -> None:
-    """Batches of 1, 3 and 17 rows: the first rows start together, more join some steps later (a shorter cache,
-    padded on the left), some leave; every row's logits at every step are PyTorch's for that row's whole
-    sequence so far."""
+    """Batches of 1, 3 and 17 rows: the first rows start together, more join some steps later (fewer positions in
+    their caches), one leaves; every row's logits at every step are PyTorch's for that row's whole sequence so
+    far. 40 steps: the cache grows past its first slots."""
     model, _ = load_poet_transformer(tiny_poet_transformer_run / "best.pt")
     paths = export_poet_transformer(model, tmp_path, storage="fp32" if storage == "int8 graph" else storage, int8=True)
     session = ort.InferenceSession(str(paths["poet_step_int8" if storage == "int8 graph" else "poet_step"]))
@@ -129,7 +132,7 @@ def test_step_graph_matches_pytorch_as_rows_of_different_lengths_share_a_batch(
         first = max(batch // 3, 1)
         joining = {4: (batch - first) // 2, 7: batch - first - (batch - first) // 2}  # step → rows that join
         state, seqs = lm.start(first), [[2] for _ in range(first)]
-        for t in range(12):
+        for t in range(40):
             if joining.get(t):  # rows joining a running batch, their caches shorter
                 state = KVCache.concat([state, lm.start(joining[t])])
                 seqs += [[2] for _ in range(joining[t])]
@@ -146,24 +149,31 @@ def test_step_graph_matches_pytorch_as_rows_of_different_lengths_share_a_batch(
                 total += 1
                 seq.append(int(rng.integers(4, vocab)))
         assert len(seqs) == batch - (1 if batch > 1 else 0)
-        assert state.keys.shape[3] == max(len(s) for s in seqs) - 1  # slots no row needs were dropped
+        assert state.keys.shape[3] == 64 and state.length.tolist() == [len(s) - 1 for s in seqs]
     assert worst <= TOLERANCE[storage], worst
     assert agree / total >= (1.0 if storage == "fp32" else 0.9)
 
 
-def test_cache_take_trims_and_concat_pads_on_the_left() -> None:
+def test_cache_grows_in_place_concat_pads_on_the_right_take_trims() -> None:
     def cache(lengths: list[int], width: int, first: int) -> KVCache:
         keys = np.zeros((1, len(lengths), 1, width, 2), np.float32)
         for row, n in enumerate(lengths):
-            keys[0, row, 0, width - n :] = first + row  # a row's entries are its last slots
-        return KVCache(keys, keys.copy(), np.array(lengths, np.int64))
+            keys[0, row, 0, :n] = first + row  # a row's entries are its first slots
+        return KVCache(keys, keys.copy(), np.array(lengths, np.int64), limit=100)
 
-    joined = KVCache.concat([cache([5, 2], 5, first=1), cache([1], 1, first=3)])
-    assert joined.keys.shape == (1, 3, 1, 5, 2) and joined.length.tolist() == [5, 2, 1]
-    assert (joined.keys[0, 2, 0, :4] == 0).all() and (joined.keys[0, 2, 0, 4] == 3).all()
+    joined = KVCache.concat([cache([40, 2], 64, first=1), cache([1], 32, first=3)])
+    assert joined.keys.shape == (1, 3, 1, 64, 2) and joined.length.tolist() == [40, 2, 1]
+    assert (joined.keys[0, 2, 0, :1] == 3).all() and (joined.keys[0, 2, 0, 1:] == 0).all()
     kept = joined.take(np.array([False, True, True]))
-    assert kept.keys.shape == (1, 2, 1, 2, 2)  # the longest kept row has read 2 positions
-    assert (kept.keys[0, 0, 0] == 2).all() and kept.length.tolist() == [2, 1]
+    assert kept.keys.shape == (1, 2, 1, 32, 2)  # the longest kept row has read 2 positions: one block of slots
+    assert (kept.keys[0, 0, 0, :2] == 2).all() and kept.length.tolist() == [2, 1]
+    new = np.array([[[[7.0, 7.0]], [[8.0, 8.0]]]], np.float32)  # [layers, B, heads, head_dim]
+    grown = kept.append(new, new)
+    assert grown.keys is kept.keys and grown.length.tolist() == [3, 2]  # written in place, the slots were free
+    assert (grown.keys[0, 0, 0, 2] == 7).all() and (grown.keys[0, 1, 0, 1] == 8).all()
+    full = KVCache(np.zeros((1, 1, 1, 32, 2), np.float32), np.zeros((1, 1, 1, 32, 2), np.float32),
+                   np.array([32]), limit=40)  # fmt: skip
+    assert full.append(new[:, :1], new[:, :1]).keys.shape[3] == 40  # grown, to the context at most
 
 
 def test_manifest_says_a_kv_cache_and_limits_to_the_context(tiny_artifact: Path) -> None:
@@ -173,7 +183,7 @@ def test_manifest_says_a_kv_cache_and_limits_to_the_context(tiny_artifact: Path)
     assert [t["name"] for t in manifest["graphs"]["poet_step"]["inputs"]] == [
         "token", "position", "past_keys", "past_values",
     ]  # fmt: skip
-    assert [t["name"] for t in manifest["graphs"]["poet_step"]["outputs"]] == ["logits", "keys", "values"]
+    assert [t["name"] for t in manifest["graphs"]["poet_step"]["outputs"]] == ["logits", "key", "value"]
     assert manifest["training"]["test_perplexity_pytorch"] > 1
 
 

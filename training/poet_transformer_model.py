@@ -6,10 +6,10 @@ It reads the same <bos> poem <eos> sequences, split and vocabulary as the LSTM p
 so perplexity per character compares directly.
 
 Serving decodes one character per step: `step` takes each row's token and position and the keys and values of
-the positions it has already read (a key/value cache), attends the new position to those, and returns the cache
-grown by one. Rows of a batch may have read different numbers of positions: a row's cache is aligned to the
-right (its `position` entries are the last ones, the slots before them padding), so that one concatenation
-appends the new position for every row at once and the padding is masked by each row's own position.
+the positions it has already read (a key/value cache), attends the new position to those and to itself, and
+returns the new position's key and value, which the caller writes into the cache. Rows of a batch may have read
+different numbers of positions: row b's entries are the cache's first `position[b]` slots, the rest free and
+masked, so the step only reads the cache (never copies it) and the caller writes each row's new slot in place.
 """
 
 from __future__ import annotations
@@ -60,13 +60,18 @@ class CausalSelfAttention(nn.Module):
     def step(
         self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One new position per row: x [B, 1, d], past_k/v [B, heads, P, head_dim], bias [B, 1, 1, P + 1]
-        (0 where a row may attend, a large negative number on its padding) → y, keys and values [.., P + 1, ..].
-        Written with plain matrix products (no fused kernel) so that it exports to any ONNX Runtime."""
+        """One new position per row: x [B, 1, d], past_k/v [B, heads, S, head_dim], bias [B, 1, 1, S] (0 on a
+        row's own slots, a large negative number on the free ones) → y, and the new position's key and value
+        [B, heads, head_dim]. The scores of the cache and of the new position are computed apart and softmaxed
+        together, so the cache is only read, never concatenated (a copy of all of it at every step). Plain matrix
+        products (no fused kernel), so that it exports to any ONNX Runtime."""
         q, k, v = self.split_heads(x)
-        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias
-        return self.merge_heads(scores.softmax(dim=-1) @ v), k, v
+        scale = 1 / math.sqrt(self.head_dim)
+        past = q @ past_k.transpose(-1, -2) * scale + bias
+        own = (q * k).sum(dim=-1, keepdim=True) * scale
+        weights = torch.cat([past, own], dim=-1).softmax(dim=-1)
+        y = weights[..., :-1] @ past_v + weights[..., -1:] * v
+        return self.merge_heads(y), k[:, :, 0], v[:, :, 0]
 
 
 class MLP(nn.Module):
@@ -135,21 +140,19 @@ class PoetTransformer(nn.Module):
             x = block(x)
         return self.head(self.ln_f(x))
 
-    def empty_cache(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of rows that have read nothing: [layers, B, heads, 0, head_dim] each."""
+    def empty_cache(self, batch: int, slots: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of rows that have read nothing: [layers, B, heads, slots, head_dim] each, all free."""
         c = self.config
-        shape = (c["layers"], batch, c["heads"], 0, c["d_model"] // c["heads"])
+        shape = (c["layers"], batch, c["heads"], slots, c["d_model"] // c["heads"])
         return torch.zeros(shape), torch.zeros(shape)
 
     def step(
         self, token: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One character for each row: token [B] at position [B] (how many the row has read), past keys and values
-        [layers, B, heads, P, head_dim] with row b's `position[b]` entries last → logits [B, V] and the keys and
-        values [layers, B, heads, P + 1, head_dim], the new position's last."""
-        width = past_keys.size(3) + 1
-        # Slot j of row b is its own when j ≥ width - 1 - position[b]: the new slot and its `position` before it.
-        own = torch.arange(width, device=token.device)[None, :] >= (width - 1 - position)[:, None]
+        [layers, B, heads, S, head_dim] whose first `position[b]` slots are row b's (S ≥ every position) → logits
+        [B, V] and the new position's key and value [layers, B, heads, head_dim], for slot `position[b]`."""
+        own = torch.arange(past_keys.size(3), device=token.device)[None, :] < position[:, None]
         bias = torch.where(own, 0.0, -1e9)[:, None, None, :]
         x = self.wte(token) + self.wpe(position)
         keys, values = [], []

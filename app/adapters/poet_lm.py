@@ -3,10 +3,11 @@ each row's memory kept in a state the form logic never looks into, only takes ro
 
 - `LSTMState` (h, c): the LSTM poet's whole memory, the same size whatever a row has read.
 - `KVCache`: the Transformer poet's keys and values of every position a row has read. Rows that joined the batch
-  at different times have read different numbers of positions; each row's entries are the last slots of the cache,
-  padding before them, and the step graph masks the padding by the row's own position. So one concatenation in
-  the graph appends the new position for every row, `concat` pads shorter caches on the left, and `take` drops the
-  slots no kept row needs.
+  at different times have read different numbers of positions: row b's entries are the first `length[b]` slots,
+  the rest free, and the step graph masks the free slots by the row's own position. The graph only reads the
+  cache and returns the new position's key and value, which `append` writes into each row's next slot in place
+  (the cache grows by SLOTS at a time when a row reaches its end); `concat` pads narrower caches on the right,
+  `take` drops the slots no kept row needs. No step copies the cache.
 """
 
 from __future__ import annotations
@@ -60,29 +61,51 @@ class LSTMState:
         return LSTMState(*(np.concatenate([getattr(p, k) for p in parts], axis=1) for k in ("h", "c")))
 
 
+SLOTS = 32  # cache slots added at a time: a step reads every slot, so few free ones; a growth copies the cache
+
+
+def _slots_for(length: int, limit: int) -> int:
+    """Slots enough for a row of `length` positions and its next one, in whole SLOTS, at most `limit`."""
+    return min(-(-(length + 1) // SLOTS) * SLOTS, limit)
+
+
 @dataclass
 class KVCache:
-    keys: np.ndarray  # [layers, B, heads, P, head_dim]: row b's `length[b]` entries last, padding before them
+    keys: np.ndarray  # [layers, B, heads, S, head_dim]: row b's entries in its first `length[b]` slots, then free
     values: np.ndarray
     length: np.ndarray  # [B] int64: positions read, which is also the position of the row's next input
+    limit: int  # the most slots a row can need: the model's context
 
     def take(self, index: np.ndarray) -> KVCache:
         length = self.length[index]
-        start = self.keys.shape[3] - (int(length.max()) if len(length) else 0)  # slots only padding for every row
-        return KVCache(self.keys[:, index, :, start:], self.values[:, index, :, start:], length)
+        width = _slots_for(int(length.max()) if len(length) else 0, self.limit)
+        return KVCache(self.keys[:, index, :, :width], self.values[:, index, :, :width], length, self.limit)
 
     @staticmethod
     def concat(parts: list[KVCache]) -> KVCache:
         width = max(p.keys.shape[3] for p in parts)
 
         def padded(x: np.ndarray) -> np.ndarray:
-            return np.pad(x, [(0, 0), (0, 0), (0, 0), (width - x.shape[3], 0), (0, 0)])
+            return np.pad(x, [(0, 0), (0, 0), (0, 0), (0, width - x.shape[3]), (0, 0)])
 
         return KVCache(
             np.concatenate([padded(p.keys) for p in parts], axis=1),
             np.concatenate([padded(p.values) for p in parts], axis=1),
             np.concatenate([p.length for p in parts]),
+            parts[0].limit,
         )
+
+    def append(self, key: np.ndarray, value: np.ndarray) -> KVCache:
+        """The cache with each row's new position (key, value [layers, B, heads, head_dim]) in its next slot,
+        written in place: the slot is free, so the state before it still reads the same."""
+        keys, values, width = self.keys, self.values, self.keys.shape[3]
+        if len(self.length) and int(self.length.max()) >= width:
+            grown = [(0, 0), (0, 0), (0, 0), (0, _slots_for(int(self.length.max()), self.limit) - width), (0, 0)]
+            keys, values = np.pad(keys, grown), np.pad(values, grown)
+        rows = np.arange(len(self.length))
+        keys[:, rows, :, self.length] = key.transpose(1, 0, 2, 3)  # advanced indices first: [B, layers, heads, d]
+        values[:, rows, :, self.length] = value.transpose(1, 0, 2, 3)
+        return KVCache(keys, values, self.length + 1, self.limit)
 
 
 class LSTMStep:
@@ -108,13 +131,13 @@ class TransformerStep:
         self.context: int | None = int(config["context"])
 
     def start(self, rows: int) -> KVCache:
-        empty = np.zeros((self.layers, rows, self.heads, 0, self.head_dim), np.float32)
-        return KVCache(empty, empty, np.zeros(rows, np.int64))
+        shape = (self.layers, rows, self.heads, min(SLOTS, self.context), self.head_dim)
+        return KVCache(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(rows, np.int64), self.context)
 
     def step(self, token: np.ndarray, state: KVCache) -> tuple[np.ndarray, KVCache]:
         feeds = {"token": token, "position": state.length, "past_keys": state.keys, "past_values": state.values}
-        logits, keys, values = self.session.run(None, feeds)
-        return logits, KVCache(keys, values, state.length + 1)
+        logits, key, value = self.session.run(None, feeds)
+        return logits, state.append(key, value)
 
 
 # The manifest's "decoder_state" → what carries a row's memory between steps and what it needs from the config.

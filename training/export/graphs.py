@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 OPSET = 17
-DYNAMIC = ("batch", "words", "src_len", "slots", "past", "present")  # dimension names the graphs leave free
+DYNAMIC = ("batch", "words", "src_len", "slots")  # dimension names the graphs leave free
 
 # A graph's inputs and outputs: name → (shape, dtype), a shape's entries numbers or DYNAMIC names.
 IO = dict[str, dict[str, tuple[list, str]]]

@@ -1,9 +1,10 @@
 """The Transformer poet's artifact: poet_step.onnx, one character for a batch of poems with a key/value cache.
 
-The step graph: (token [B], position [B], past_keys, past_values [layers, B, heads, P, head_dim]) →
-(logits [B, V], keys, values [layers, B, heads, P + 1, head_dim]). Each row's `position` (the characters it has
-read) entries are the last of its P cache slots, padding before them; the graph masks that padding, so rows that
-joined the batch at different times share one call (app/adapters/poet_lm.py pads and trims the caches).
+The step graph: (token [B], position [B], past_keys, past_values [layers, B, heads, S, head_dim]) →
+(logits [B, V], key, value [layers, B, heads, head_dim]). Row b's entries are the first `position[b]` (the
+characters it has read) of the S cache slots, the rest free; the graph masks the free slots, so rows that joined
+the batch at different times share one call, and returns only the new position's key and value, which the
+service writes into slot `position[b]` in place (app/adapters/poet_lm.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ SERVED_MAX_CHARS = 200  # the LSTM poet's limit: the two serve the same requests
 
 
 class PoetTransformerStep(nn.Module):
-    """(token, position, past keys, past values) → (logits, keys, values)."""
+    """(token, position, past keys, past values) → (logits, the new position's key and value)."""
 
     def __init__(self, model: PoetTransformer) -> None:
         super().__init__()
@@ -35,8 +36,8 @@ class PoetTransformerStep(nn.Module):
 
 def poet_transformer_io(config: dict) -> IO:
     head_dim = config["d_model"] // config["heads"]
-    past = [config["layers"], "batch", config["heads"], "past", head_dim]
-    present = [config["layers"], "batch", config["heads"], "present", head_dim]
+    past = [config["layers"], "batch", config["heads"], "slots", head_dim]
+    new = [config["layers"], "batch", config["heads"], head_dim]
     return {
         "inputs": {
             "token": (["batch"], "int64"),
@@ -46,8 +47,8 @@ def poet_transformer_io(config: dict) -> IO:
         },
         "outputs": {
             "logits": (["batch", config["vocab_size"]], "float32"),
-            "keys": (present, "float32"),
-            "values": (present, "float32"),
+            "key": (new, "float32"),
+            "value": (new, "float32"),
         },
     }
 
@@ -64,9 +65,8 @@ def export_poet_transformer(
     model: PoetTransformer, out: Path, storage: str = "int8", int8: bool = False
 ) -> dict[str, Path]:
     """Write poet_step.onnx (weights stored as `storage`, computed in float32) and with `int8` its int8 copy.
-    Traced on two rows with three cache slots, one row three positions in and one a single position in."""
-    keys, values = model.empty_cache(2)
-    keys, values = (torch.randn(*x.shape[:3], 3, x.shape[4]) for x in (keys, values))
+    Traced on two rows with four cache slots, one row three positions in and one a single position in."""
+    keys, values = (torch.randn(x.shape) for x in model.empty_cache(2, slots=4))
     example = (torch.tensor([5, 6]), torch.tensor([3, 1]), keys, values)
     return export_step(PoetTransformerStep(model.eval()).eval(), example, poet_transformer_io(model.config), out,
                        storage, int8)  # fmt: skip
