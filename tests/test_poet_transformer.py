@@ -111,8 +111,8 @@ def test_training_writes_a_transformer_checkpoint_that_learns(tiny_poet_transfor
 # --- export: the key/value-cache step graph --------------------------------------------------------------------
 
 # fp32: the graph as traced; int8 storage: weights rounded; int8 graph: activations quantized at run time too.
-# About twice the worst logit error seen on the tiny model (7e-7, 2.2e-2 and 2.7e-2; docs/poet_transformer.md).
-TOLERANCE = {"fp32": 1e-5, "int8": 5e-2, "int8 graph": 6e-2}
+# About twice the worst logit error seen on the tiny model (9.5e-7, 2.4e-2 and 3.9e-2; docs/poet_transformer.md).
+TOLERANCE = {"fp32": 2e-6, "int8": 5e-2, "int8 graph": 8e-2}
 
 
 @pytest.mark.parametrize("storage", ["fp32", "int8", "int8 graph"])
@@ -301,3 +301,19 @@ def test_the_gpu_training_target_runs_as_written_on_a_tiny_cpu_run(tiny_tang_dir
     summary = poet_training.main([*flags, *tiny])
     assert summary["arch"] == "transformer" and summary["args"]["dropout"] == str(args.dropout)
     assert math.isfinite(summary["test_perplexity"])
+
+
+def test_the_quality_bench_measures_the_transformer_as_it_does_the_lstm(
+    tiny_artifact: Path, tiny_tang_dir: Path, tmp_path: Path
+) -> None:
+    """`python -m bench.poet_quality --model poet_transformer`, end to end on the tiny artifact: every request in
+    form with its acrostic, and the report written beside the LSTM's under the model's own name."""
+    from bench import poet_quality
+
+    argv = ["--model", "poet_transformer", "--models-dir", str(tiny_artifact), "--data", str(tiny_tang_dir),
+            "--docs", str(tmp_path)]  # fmt: skip
+    results = poet_quality.main(argv)
+    assert results["in_form_rate"] == 1.0 and results["acrostic_rate"] == 1.0 and not results["failures"]
+    assert results["model"]["name"] == "poet_transformer" and 1 < results["test_perplexity_served"] < 38
+    report = (tmp_path / "poet_transformer_quality.md").read_text()
+    assert "poet_transformer 0.0.1" in report and "`models/poet_transformer/`" in report
