@@ -46,18 +46,6 @@ def scheduler_of(name: str) -> Callable[[Request], Awaitable[Scheduler]]:
     return scheduler
 
 
-def model_of(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency giving the named model's adapter, for what a route asks of it before scheduling."""
-
-    async def model(request: Request) -> Any:
-        found = request.app.state.registry.models.get(name)
-        if found is None:
-            raise _not_loaded(name)
-        return found
-
-    return model
-
-
 get_speller = scheduler_of("speller")
 get_classifier = scheduler_of("classifier")
 
