@@ -149,6 +149,7 @@ class ErrorResponse(BaseModel):
 
 
 PoemForm = Literal["wuyan_jueju", "qiyan_jueju", "wuyan_lushi", "qiyan_lushi", "free"]
+PoetName = Literal["poet", "poet_transformer"]
 
 
 class PoemRequest(BaseModel):
@@ -175,6 +176,7 @@ class PoemRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="fixes a sampled poem; the response gives it")
     max_chars: int | None = Field(None, ge=4, description="the free form's length, punctuation included")
     stream: bool = Field(False, description="answer as server-sent events, one per character, then the poem")
+    model: PoetName = Field("poet", description="the poet: the LSTM, or the Transformer where it is loaded")
 
 
 class PoemResponse(BaseModel):
