@@ -26,7 +26,8 @@ import numpy as np
 
 from app.batching import DeadlineExceeded, Overloaded
 from app.metrics import Metrics
-from app.speller import CorrectedText, Speller
+from app.speller import Speller
+from app.speller_decision import Reviewed
 from app.step_model import StepModel, StreamingModel
 
 log = logging.getLogger("charserve.continuous")
@@ -228,7 +229,7 @@ class ContinuousSpeller:
     async def stop(self) -> None:
         await self.words.stop()
 
-    async def submit(self, texts: list[str]) -> list[CorrectedText]:
+    async def submit(self, texts: list[str]) -> list[Reviewed]:
         # Tokenising a full request (64 texts of 2,000 characters) takes tens of milliseconds: off the event
         # loop then. A short one costs less than the hop to a worker thread.
         small = sum(map(len, texts)) <= INLINE_CHARS
@@ -237,5 +238,5 @@ class ContinuousSpeller:
         )  # fmt: skip
         fixed = dict(zip(unknown, await self.words.submit_many(unknown), strict=True))
         if small:
-            return self.speller.apply(texts, found, fixed)
-        return await anyio.to_thread.run_sync(self.speller.apply, texts, found, fixed)
+            return self.speller.review(texts, found, fixed)
+        return await anyio.to_thread.run_sync(self.speller.review, texts, found, fixed)

@@ -14,6 +14,7 @@ from app.metrics import Metrics
 from app.poet import Poet
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.speller_decision import Policy
 
 
 async def get_settings(request: Request) -> Settings:
@@ -39,6 +40,14 @@ def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher 
 async def get_speller(request: Request) -> DynamicBatcher | ContinuousSpeller:
     """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts or words."""
     return _batcher(request, "speller")
+
+
+async def get_speller_policy(request: Request) -> Policy:
+    """The server's correction policy (its threshold): a request may override parts of it."""
+    speller = request.app.state.registry.models.get("speller")
+    if speller is None:
+        raise HTTPException(503, "the speller is not loaded", headers={"Retry-After": "5"})
+    return speller.policy
 
 
 async def get_classifier(request: Request) -> DynamicBatcher:

@@ -19,6 +19,7 @@ from app.dependencies import (
     get_registry,
     get_settings,
     get_speller,
+    get_speller_policy,
     require_json,
 )
 from app.metrics import Metrics
@@ -40,6 +41,7 @@ from app.schemas import (
     TextsRequest,
 )
 from app.settings import Settings
+from app.speller_decision import Policy
 
 router = APIRouter()
 
@@ -106,9 +108,10 @@ async def correct(
     request: CorrectRequest,
     speller: Annotated[DynamicBatcher | ContinuousSpeller, Depends(get_speller)],
     settings: Annotated[Settings, Depends(get_settings)],
+    policy: Annotated[Policy, Depends(get_speller_policy)],
 ) -> CorrectResponse:
     texts = check_limits(request, settings)
-    corrected = await speller.submit(texts)
+    corrected = [policy.decide(reviewed) for reviewed in await speller.submit(texts)]
     return CorrectResponse(
         results=[CorrectResult(text=r.text, corrections=[vars(c) for c in r.corrections]) for r in corrected]
     )
