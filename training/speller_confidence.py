@@ -1,5 +1,5 @@
-"""Fit the speller's confidence (app/speller_evidence.py) and its threshold on validation data, and keep both in
-the manifest.
+"""Fit the speller's confidence (app/adapters/speller/evidence.py) and its threshold on validation data, and
+keep both in the manifest.
 
     python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia \\
         --write-manifest
@@ -94,7 +94,7 @@ class Rows:
 
 def decode(speller, items: list[Sentence]) -> Rows:
     """The served speller's answers for every unknown word, and each candidate's features and label."""
-    from app.text import CONTRACTIONS
+    from app.adapters.speller.text import CONTRACTIONS
 
     texts = [s.text for s in items]
     found, unknown = speller.unknown_words(texts)
@@ -219,7 +219,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|",
         *(f"| {b['bin']} | {b['n']} | {b['mean_confidence']:.3f} | {b['accuracy']:.3f} |" for b in report["bins"]),
         "",
-        "Coefficients (features of app/speller_evidence.py):",
+        "Coefficients (features of app/adapters/speller/evidence.py):",
         "",
         "| feature | coefficient |",
         "|---|---|",
@@ -246,9 +246,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from sklearn.linear_model import LogisticRegression
 
+    from app.adapters.speller.evidence import FEATURES
+    from app.adapters.speller.model import Speller
     from app.settings import Settings
-    from app.speller import Speller
-    from app.speller_evidence import FEATURES
 
     valid = speller_data.build(args.data).valid
     names = load_names(args.names, ("train", "valid"))

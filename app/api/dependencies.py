@@ -1,0 +1,76 @@
+"""FastAPI dependencies: what a route needs, taken from the app's state rather than module globals.
+
+All `async def`, though none awaits: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
+for each one on every request, which on a busy core waits for the interpreter lock that the model's thread
+holds (docs/design.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from app.catalog import ModelRegistry
+from app.engine.protocol import Scheduler
+from app.metrics import Metrics
+from app.settings import Settings
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def _not_loaded(name: str) -> HTTPException:
+    # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
+    return HTTPException(503, f"the {name} is not loaded", headers={"Retry-After": "5"})
+
+
+def scheduler_of(name: str) -> Callable[[Request], Awaitable[Scheduler]]:
+    """A dependency giving the named model's scheduler: the requests' items in, their answers out."""
+
+    async def scheduler(request: Request) -> Scheduler:
+        found = request.app.state.schedulers.get(name)
+        if found is None:
+            raise _not_loaded(name)
+        return found
+
+    return scheduler
+
+
+def model_of(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency giving the named model's adapter, for what a route asks of it before scheduling."""
+
+    async def model(request: Request) -> Any:
+        found = request.app.state.registry.models.get(name)
+        if found is None:
+            raise _not_loaded(name)
+        return found
+
+    return model
+
+
+get_speller = scheduler_of("speller")
+get_classifier = scheduler_of("classifier")
+get_poet = scheduler_of("poet")
+get_poet_model = model_of("poet")
+get_speller_model = model_of("speller")
+
+
+async def require_json(request: Request) -> None:
+    """JSON bodies only, and none larger than the settings allow (checked before the body is read)."""
+    limit = request.app.state.settings.max_body_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HTTPException(413, f"the body has {length} bytes; the limit is {limit}")
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, f"send the body as application/json, not {content_type or 'no content type'}")
