@@ -148,7 +148,8 @@ def outcomes(rows: Rows, items: list[Sentence], confidence: np.ndarray, threshol
         "threshold": round(float(threshold), 4),
         "misspellings_corrected": round(float(fixed[misspelt].mean()), 4),
         "names_changed": round(float(changed[names].mean()), 4),
-        "precision": round(float((applied & rows.label).sum() / max(applied.sum(), 1)), 4),
+        # None where nothing is applied: precision is undefined there.
+        "precision": round(float((applied & rows.label).sum() / applied.sum()), 4) if applied.any() else None,
     }
 
 
@@ -177,14 +178,14 @@ def plot(curve: list[dict[str, float]], chosen: dict[str, float], out: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    recall = [p["misspellings_corrected"] for p in curve]
-    left.plot(recall, [p["precision"] for p in curve], marker=".")
+    defined = [p for p in curve if p["precision"] is not None]
+    left.plot([p["misspellings_corrected"] for p in defined], [p["precision"] for p in defined], marker=".")
     left.scatter([chosen["misspellings_corrected"]], [chosen["precision"]], color="red", zorder=3, label="chosen")
     left.set(xlabel="misspellings corrected (recall)", ylabel="corrections applied that are right (precision)")
     left.set_title("precision / recall over the threshold")
     left.legend()
     thresholds = [p["threshold"] for p in curve]
-    right.plot(thresholds, recall, label="misspellings corrected")
+    right.plot(thresholds, [p["misspellings_corrected"] for p in curve], label="misspellings corrected")
     right.plot(thresholds, [p["names_changed"] for p in curve], label="name sentences changed")
     right.axvline(chosen["threshold"], color="red", linestyle="--", label=f"chosen {chosen['threshold']:.2f}")
     right.set(xlabel="min_confidence", ylabel="share of sentences")
