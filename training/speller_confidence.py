@@ -101,7 +101,7 @@ def decode(speller, items: list[Sentence]) -> Rows:
     answers = {}
     for i in range(0, len(unknown), speller.max_batch_words):
         chunk = unknown[i : i + speller.max_batch_words]
-        answers.update(zip(chunk, speller.correct_words(chunk), strict=True))
+        answers.update(zip(chunk, speller.answer_words(chunk), strict=True))
     features, label, sentence, answer = [], [], [], []
     contraction = np.zeros(len(items), dtype=bool)
     for i, (item, tokens) in enumerate(zip(items, found, strict=True)):

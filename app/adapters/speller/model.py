@@ -151,8 +151,12 @@ class Speller(ManifestModel):
         self.correct_words(["speling", "korrect"])
 
     def correct_words(self, words: list[str]) -> list[str]:
-        """Lowercase a-z words → their corrections, all decoded together: the loop runs over steps, never over
-        words; every step is one decoder call per search and a few array operations for the whole batch."""
+        """Lowercase a-z words → their corrections ("" where the search found none): `answer_words`' answers."""
+        return [a.candidates[0].word if a.candidates else "" for a in self.answer_words(words)]
+
+    def answer_words(self, words: list[str]) -> list[WordAnswer]:
+        """Lowercase a-z words → their answers and alternatives, all decoded together: the loop runs over steps,
+        never over words; every step is one decoder call per search and a few array operations for the batch."""
         return decode_all(self, words)
 
     def rows(self, words: list[str]) -> SpellRows:
@@ -344,7 +348,7 @@ class Speller(ManifestModel):
         fixed: dict[str, WordAnswer] = {}
         for start in range(0, len(unknown), self.max_batch_words):
             chunk = unknown[start : start + self.max_batch_words]
-            fixed.update(zip(chunk, self.correct_words(chunk), strict=True))
+            fixed.update(zip(chunk, self.answer_words(chunk), strict=True))
         return self.review(texts, found, fixed)
 
     def split(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
