@@ -100,7 +100,7 @@ def show_progress(args: argparse.Namespace, stream: IO[str]) -> bool:
 def correct(args: argparse.Namespace, settings: Settings) -> int:
     speller = load("speller", settings)
     with open_input(args.file) as stream:
-        run_lines(speller.batch, render_correction(args.json), stream, sys.stdout, show_progress(args, stream))
+        run_lines(speller.correct_texts, render_correction(args.json), stream, sys.stdout, show_progress(args, stream))
     return 0
 
 

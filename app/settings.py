@@ -98,6 +98,16 @@ class Settings(BaseSettings):
         description="override the manifest's beam pruning: a hypothesis more than this many nats (natural-log "
         "probability) below its word's best of the step is dropped",
     )
+    speller_min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="apply a correction only at this confidence or above (a request may set its own); absent: the "
+        "threshold tuned on validation data and kept in the manifest",
+    )
+    speller_extra_words: Path | None = Field(
+        None, description="a word list (one word a line) the speller never corrects, and may answer with"
+    )
     poet_max_batch: int = Field(64, ge=1, description="poems written together, one character of each per step")
     poet_max_queue: int = Field(256, ge=1, description="poems waiting to join the batch; beyond: 503")
     poet_scheduling: Literal["continuous", "static", "static_padded"] = Field(

@@ -4,7 +4,8 @@
 
 Sets: the lab's test.json (50 pairs, 43 of which leak into its train.json: reported, never alone),
 our held-out split (codespell pairs whose target word no training source contains), and false
-positives on the 1,000 most frequent English words (wordfreq, a source none of the systems uses).
+positives on the 1,000 most frequent English words (wordfreq, a source none of the systems uses), and names
+left alone: each DBpedia smaller.test name inside a sentence, the share of sentences a system changes.
 By default the app runs in-process on --models-dir; --url measures a running server instead.
 `python -m training.measure speller` runs it and records the figures in the model's manifest.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -94,7 +97,51 @@ def false_positives(correct: Callable[[list[str]], list[str]], words: list[str])
     }
 
 
-def run(client: httpx.Client, lab_dir: Path, dictionary: set[str]) -> dict:
+# Not the templates training/speller_confidence.py tunes on: the name at the start, inside, at the end.
+NAME_TEMPLATES = (
+    "I read about {} yesterday.",
+    "{} came up twice in the meeting.",
+    "Did you see the piece on {}?",
+    "Everyone in the office was talking about {}",
+)
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def name_sentences(dbpedia_dir: Path) -> list[str]:
+    """Every smaller.test title as written in text, inside one of NAME_TEMPLATES in turn."""
+    lines = (dbpedia_dir / "smaller.test").read_text(encoding="utf-8").splitlines()
+    names = [urllib.parse.unquote(line.split("\t")[0].strip()).replace("_", " ") for line in lines if line.strip()]
+    return [NAME_TEMPLATES[i % len(NAME_TEMPLATES)].replace("{}", name) for i, name in enumerate(names)]
+
+
+def word_by_word(correct: Callable[[list[str]], list[str]]) -> Callable[[list[str]], list[str]]:
+    """A word corrector (the peers) over sentences: each a-z word corrected alone, lowercase, as the peers
+    expect; a word whose correction differs only in case is left as written."""
+
+    def correct_texts(texts: list[str]) -> list[str]:
+        words = sorted({m.group().lower() for t in texts for m in _WORD.finditer(t)})
+        fixed = dict(zip(words, correct(words), strict=True))
+        return [
+            _WORD.sub(
+                lambda m: fixed[m.group().lower()] if fixed[m.group().lower()] != m.group().lower() else m.group(), t
+            )
+            for t in texts
+        ]
+
+    return correct_texts
+
+
+def names_changed(correct_texts: Callable[[list[str]], list[str]], sentences: list[str]) -> dict:
+    changed = [s for s, out in zip(sentences, correct_texts(sentences), strict=True) if out != s]
+    return {
+        "rate": round(len(changed) / len(sentences), 4),
+        "changed": len(changed),
+        "n": len(sentences),
+        "examples": changed[:10],
+    }
+
+
+def run(client: httpx.Client, lab_dir: Path, dictionary: set[str], dbpedia_dir: Path | None = None) -> dict:
     data = speller_data.build(lab_dir)
     common = top_n_list("en", 1000)
     systems = {
@@ -114,6 +161,10 @@ def run(client: httpx.Client, lab_dir: Path, dictionary: set[str]) -> dict:
             "heldout": score(correct, data.heldout),
             "false_positives_top1000": false_positives(correct, common),
         }
+        if dbpedia_dir is not None:
+            sentences = name_sentences(dbpedia_dir)
+            texts = correct if name == "charserve" else word_by_word(correct)
+            results["systems"][name]["names_changed"] = names_changed(texts, sentences)
         print(name, json.dumps(results["systems"][name]), flush=True)
     ours, peers = results["systems"]["charserve"], [results["systems"][p] for p in ("symspell", "pyspellchecker")]
     results["heldout_margin_over_best_peer"] = round(
@@ -124,14 +175,16 @@ def run(client: httpx.Client, lab_dir: Path, dictionary: set[str]) -> dict:
 
 def markdown(results: dict) -> str:
     rows = [
-        "| system | test.json top-1 | held-out top-1 | top-1000 words changed |",
-        "|---|---|---|---|",
+        "| system | test.json top-1 | held-out top-1 | top-1000 words changed | name sentences changed |",
+        "|---|---|---|---|---|",
     ]
     for name, r in results["systems"].items():
-        fp = r["false_positives_top1000"]
+        fp, nm = r["false_positives_top1000"], r.get("names_changed")
+        names = f"{nm['changed']}/{nm['n']} ({nm['rate']:.1%})" if nm else "not run"
         rows.append(
             f"| {name} | {r['lab_test']['accuracy']:.3f} (n={r['lab_test']['n']}) | "
-            f"{r['heldout']['accuracy']:.3f} (n={r['heldout']['n']}) | {fp['changed']}/{fp['n']} ({fp['rate']:.1%}) |"
+            f"{r['heldout']['accuracy']:.3f} (n={r['heldout']['n']}) | {fp['changed']}/{fp['n']} ({fp['rate']:.1%}) | "
+            f"{names} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -139,12 +192,15 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = quality_parser(__doc__, Path("../shared/data/spelling"))
     parser.add_argument("--out", type=Path, default=Path("docs/speller_quality.json"))
+    parser.add_argument(
+        "--names", type=Path, default=Path("../shared/data/dbpedia"), help="DBpedia folder (smaller.test); 'none': skip"
+    )
     args = parser.parse_args(argv)
 
     dictionary_file = args.models_dir / "speller" / "dictionary.txt"
     dictionary = {line.split("\t")[0] for line in dictionary_file.read_text().splitlines()}
     with api_client(args.url, args.models_dir, "speller") as client:
-        results = run(client, args.data, dictionary)
+        results = run(client, args.data, dictionary, None if str(args.names) == "none" else args.names)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results))

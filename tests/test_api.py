@@ -247,7 +247,12 @@ def test_a_model_left_out_of_the_settings_answers_503(tiny_artifact: Path) -> No
 def test_bundled_model_fixes_a_sentence_and_keeps_case(bundled: TestClient) -> None:
     result = bundled.post("/correct", json={"text": "Ths sentense has erors."}).json()["results"][0]
     assert result["text"] == "This sentence has errors."
-    assert result["corrections"][0] == {"start": 0, "end": 3, "original": "Ths", "suggestion": "This"}
+    first = result["corrections"][0]
+    assert {k: first[k] for k in ("start", "end", "original", "suggestion", "kind", "status")} == {
+        "start": 0, "end": 3, "original": "Ths", "suggestion": "This", "kind": "spelling", "status": "applied"
+    }  # fmt: skip
+    assert 0 < first["confidence"] <= 1 and len(first["alternatives"]) <= 3
+    assert all(a["suggestion"] != "This" and 0 <= a["confidence"] <= 1 for a in first["alternatives"])
 
 
 def test_bundled_model_restores_upper_case_and_leaves_the_rest(bundled: TestClient) -> None:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from rapidfuzz.distance import OSA
 
 from app.adapters.speller.beam_step import beam_step, extend_edits, live_counts, live_layout
+from app.adapters.speller.evidence import WordAnswer
 from app.adapters.speller.model import Speller as ServedSpeller
 from app.adapters.speller.rows import SpellRows
 from app.engine.continuous import ContinuousBatcher
@@ -333,8 +334,8 @@ def test_many_words_are_decoded_in_bounded_chunks_with_the_same_answers(tiny_art
     whole = ServedSpeller(folder, Settings()).correct_texts([text])
     chunked = ServedSpeller(folder, Settings(speller_max_batch_words=2))
     calls: list[int] = []
-    decode = chunked.correct_words
-    chunked.correct_words = lambda words: calls.append(len(words)) or decode(words)  # type: ignore[method-assign]
+    decode = chunked.answer_words
+    chunked.answer_words = lambda words: calls.append(len(words)) or decode(words)  # type: ignore[method-assign]
     assert chunked.correct_texts([text]) == whole
     assert calls and max(calls) <= 2
 
@@ -346,7 +347,7 @@ def test_words_joining_a_running_beam_search_get_the_answers_they_get_alone(tiny
     settings = Settings(speller_beam_size=4, speller_prior_weight=0.5, speller_edit_penalty=2.0, speller_oov_penalty=0)
     served = ServedSpeller(tiny_artifact / "speller", settings)
     words = ["sentance", "teh", "wich", "zzzzzzzzzzzz", "abuot", "x", "becuase", "thier", "frist", "peple"]
-    alone = [served.correct_words([w])[0] for w in words]
+    alone = [served.answer_words([w])[0] for w in words]
     rows, order, found = served.rows(words[:2]), np.arange(2), {}
     served.step(rows)  # no beam ends at its first step: both first words are still running
     assert not rows.finished().any()
@@ -358,9 +359,9 @@ def test_words_joining_a_running_beam_search_get_the_answers_they_get_alone(tiny
             done = order[finished]
             found.update(zip(done.tolist(), served.answers(rows, finished, [words[i] for i in done]), strict=True))
             rows, order = rows.take(~finished), order[~finished]
-    assert [found[i] for i in range(len(words))] == alone
+    assert [found[i] for i in range(len(words))] == alone  # the answer, its alternatives and their scores
 
-    async def through_the_batcher() -> list[list[str]]:
+    async def through_the_batcher() -> list[list[WordAnswer]]:
         batcher = ContinuousBatcher(served, max_batch=3, max_queue=100, deadline_s=30, limiter=anyio.CapacityLimiter(1))
         await batcher.start()
         try:

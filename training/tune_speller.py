@@ -18,6 +18,7 @@ import math
 import time
 from pathlib import Path
 
+from app.adapters.speller.decision import Policy
 from app.adapters.speller.model import Speller
 from app.settings import Settings
 from training import speller_data
@@ -44,8 +45,9 @@ class CountingSession:
 
 
 def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
-    """Each misspelling as a text of its own, through the same path /correct takes."""
-    results = speller.correct_texts([w for w, _ in pairs])
+    """Each misspelling as a text of its own, through the same path /correct takes, every answer applied: the
+    decoding is tuned first, the confidence threshold after it (training/speller_confidence.py)."""
+    results = speller.correct_texts([w for w, _ in pairs], Policy(min_confidence=0.0))
     return sum(r.text == t for r, (_, t) in zip(results, pairs, strict=True)) / len(pairs)
 
 

@@ -50,6 +50,14 @@ get_speller = scheduler_of("speller")
 get_classifier = scheduler_of("classifier")
 
 
+async def get_speller_model(request: Request) -> Any:
+    """The speller's adapter, whose tuned policy a request's own options start from."""
+    found = request.app.state.registry.models.get("speller")
+    if found is None:
+        raise _not_loaded("speller")
+    return found
+
+
 async def get_poets(request: Request) -> Callable[[str], tuple[Scheduler, Any]]:
     """A dependency giving the poet a request names (poet, poet_transformer): its scheduler and its adapter."""
     state = request.app.state

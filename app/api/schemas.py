@@ -32,20 +32,50 @@ class CorrectRequest(TextsRequest):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"text": "Ths sentense has erors"}, {"texts": ["recieve the pakage", "Definately"]}]
+            "examples": [
+                {"text": "Ths sentense has erors"},
+                {"texts": ["recieve the pakage", "Definately"]},
+                {"text": "I dont use Grafanna at wrok", "flag_uncertain": True, "ignore_words": ["Grafanna"]},
+                {"text": "I moved to Kubernetes in Seatle", "min_confidence": 0.5},
+            ]
         },
     )
+
+    min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="apply a correction only at this confidence or above; absent: the server's threshold "
+        "(CHARSERVE_SPELLER_MIN_CONFIDENCE, by default the one tuned on validation data)",
+    )
+    flag_uncertain: bool = Field(
+        False, description="also return the corrections below the threshold, with status 'flagged', unapplied"
+    )
+    ignore_words: list[StrictStr] = Field(
+        default_factory=list, max_length=10_000, description="words never touched (any case), e.g. the user's own"
+    )
+
+
+class Alternative(BaseModel):
+    suggestion: str
+    confidence: float = Field(ge=0, le=1, description="the probability that this is the word meant")
 
 
 class Correction(BaseModel):
     start: int = Field(description="offset of the first character of the word in the input text")
     end: int = Field(description="offset just past the word")
     original: str
-    suggestion: str
+    suggestion: str = Field(description="the best correction (in the text when status is 'applied')")
+    confidence: float = Field(ge=0, le=1, description="the probability that the suggestion is the word meant")
+    alternatives: list[Alternative] = Field(description="other candidates, most probable first (at most 3)")
+    kind: Literal["spelling", "contraction"] = Field(description="contraction: an apostrophe put back (dont)")
+    status: Literal["applied", "flagged"] = Field(
+        description="applied: in the returned text; flagged: below the threshold, the text left as written"
+    )
 
 
 class CorrectResult(BaseModel):
-    text: str = Field(description="the input with every correction applied")
+    text: str = Field(description="the input with every applied correction")
     corrections: list[Correction]
 
 
@@ -58,16 +88,26 @@ class CorrectResponse(BaseModel):
                         {
                             "text": "This sentence has errors",
                             "corrections": [
-                                {"start": 0, "end": 3, "original": "Ths", "suggestion": "This"},
-                                {"start": 4, "end": 12, "original": "sentense", "suggestion": "sentence"},
-                                {"start": 17, "end": 22, "original": "erors", "suggestion": "errors"},
+                                {
+                                    "start": 0, "end": 3, "original": "Ths", "suggestion": "This",
+                                    "confidence": 0.72, "alternatives": [{"suggestion": "The", "confidence": 0.05}],
+                                    "kind": "spelling", "status": "applied",
+                                },
+                                {
+                                    "start": 4, "end": 12, "original": "sentense", "suggestion": "sentence",
+                                    "confidence": 0.98, "alternatives": [], "kind": "spelling", "status": "applied",
+                                },
+                                {
+                                    "start": 17, "end": 22, "original": "erors", "suggestion": "errors",
+                                    "confidence": 0.94, "alternatives": [], "kind": "spelling", "status": "applied",
+                                },
                             ],
                         }
                     ]
                 }
             ]
         }
-    )
+    )  # fmt: skip
 
     results: list[CorrectResult]
 

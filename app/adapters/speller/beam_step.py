@@ -71,13 +71,13 @@ def beam_step(
     row_history: np.ndarray,
     row_edits: np.ndarray,
     row_edits_prev: np.ndarray,
-    # per word of the batch (SpellRows); `best` and `best_ids` are updated in place
+    # per word of the batch (SpellRows); `final_score` and `final_ids` (its best finished words) are updated in place
     score: np.ndarray,
     step: np.ndarray,
     target: np.ndarray,
     length: np.ndarray,
-    best: np.ndarray,
-    best_ids: np.ndarray,
+    final_score: np.ndarray,
+    final_ids: np.ndarray,
     # the dictionary trie's tables (app/adapters/speller/trie.py)
     allowed: np.ndarray,
     children: np.ndarray,
@@ -89,8 +89,10 @@ def beam_step(
     max_steps: int,
     prune_margin: float,
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), the best word
-    that ends among them, and its hypotheses for the next step; a continuation more than `prune_margin` below
+    """Each word's `beam` best continuations of its live hypotheses (those scoring above -inf), the words that
+    end among them (kept if among the word's K best so far: `final_score` [W, K], best first, and their tokens
+    `final_ids` [W, K, max_steps]; the first is the answer, the others its alternatives), and its hypotheses for
+    the next step; a continuation more than `prune_margin` below
     its word's best candidate of the step is dropped (np.inf: none is). Returns the words' scores [n, beam] (live
     ones first, best first), which words still search, and the next step's rows: `width` per searching word,
     its live hypotheses then dead padding, as (parent, token, trie node, history, edits, edits_prev); a parent
@@ -129,8 +131,9 @@ def beam_step(
                     k -= 1
                 top_score[w, k], top_index[w, k] = total, r * vocab + v
         # Score the candidates that end a word; bound what the others can still reach.
-        chosen, chosen_row, reach = -np.inf, -1, -np.inf
+        reach = -np.inf
         at = step[word]
+        kept = final_score.shape[1]
         for k in range(beam):
             s = top_score[w, k]
             if s == -np.inf:
@@ -139,8 +142,15 @@ def beam_step(
             if token == eos:
                 # A whole dictionary word: reranked with its prior, less its distance to the misspelling.
                 final = s + prior_weight * log_prior[row_nodes[r]] - edit_penalty * row_edits[r, length[word]]
-                if final > chosen:
-                    chosen, chosen_row = final, r
+                if final > final_score[word, kept - 1]:  # among the K best: insert it, best first
+                    i = kept - 1
+                    while i > 0 and final_score[word, i - 1] < final:
+                        final_score[word, i] = final_score[word, i - 1]
+                        final_ids[word, i] = final_ids[word, i - 1]
+                        i -= 1
+                    final_score[word, i] = final
+                    final_ids[word, i] = row_history[r]
+                    final_ids[word, i, at] = eos
                 continue
             if s < top_score[w, 0] - prune_margin:  # far behind: keeping it costs rows, and it is rarely the answer
                 continue
@@ -154,11 +164,7 @@ def beam_step(
             new_score[w, live_count[w]] = s
             live_at[w, live_count[w]] = k
             live_count[w] += 1
-        if chosen > best[word]:
-            best[word] = chosen
-            best_ids[word] = row_history[chosen_row]
-            best_ids[word, at] = eos
-        if best[word] >= reach or at + 1 >= max_steps:  # nothing left can beat the answer, or out of steps
+        if final_score[word, 0] >= reach or at + 1 >= max_steps:  # nothing left can beat the answer, or out of steps
             live_count[w] = 0
             new_score[w] = -np.inf
 

@@ -6,7 +6,7 @@ and finished words leave the batch at once so later steps only pay for live ones
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,17 @@ from rapidfuzz.process import cpdist
 
 from app.adapters.arrays import pad_rows
 from app.adapters.speller.beam_step import beam_step, live_counts
+from app.adapters.speller.decision import Alternative, CorrectedText, Policy, Proposal, Reviewed
+from app.adapters.speller.evidence import (
+    Calibration,
+    Candidate,
+    EnglishLikeness,
+    WordAnswer,
+    beam_confidence,
+    candidate_features,
+)
 from app.adapters.speller.rows import NEG_INF, DecoderRows, SpellRows
-from app.adapters.speller.text import Token, candidate_words, restore_case
+from app.adapters.speller.text import CONTRACTIONS, Token, candidate_words, case_shape, restore_case
 from app.adapters.speller.trie import ROOT, DictionaryTrie
 from app.engine.protocol import decode_all
 from app.metrics import Metrics
@@ -31,19 +40,10 @@ from app.runtime.artifacts import (
 from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
 
-
-@dataclass(frozen=True)
-class Correction:
-    start: int
-    end: int
-    original: str
-    suggestion: str
-
-
-@dataclass(frozen=True)
-class CorrectedText:
-    text: str
-    corrections: list[Correction]
+ALTERNATIVES = 3  # other finished words offered beside an answer
+# A contraction written without its apostrophe is certain enough to apply at any usual threshold, and its
+# rule is not the model's evidence, so no calibration applies: CONTRACTIONS lists only unambiguous ones.
+CONTRACTION_CONFIDENCE = 0.99
 
 
 class Speller(ManifestModel):
@@ -89,7 +89,19 @@ class Speller(ManifestModel):
                 self.id_to_byte[i] = ord(token)
         dictionary = self.manifest.model_extra.get("dictionary", "dictionary.txt")
         counts = read_word_counts(folder, self.manifest, dictionary, "dictionary")
-        self.words = frozenset(counts)
+        self.english = EnglishLikeness(counts)
+        self.log_count = {w: float(np.log10(max(c, 1))) for w, c in counts.items()}
+        # The server's own words are never corrected, and a-z ones may be answers (at the dictionary's least count).
+        extra = read_extra_words(settings.speller_extra_words) if settings.speller_extra_words else set()
+        floor = min(counts.values(), default=1)
+        counts = counts | {w: floor for w in extra if w not in counts and len(w) <= self.max_len}
+        self.words = frozenset(counts) | extra
+        self.calibration = Calibration.from_manifest(self.manifest.model_extra.get("confidence"))
+        tuned_threshold = self.calibration.threshold if self.calibration else 0.0
+        self.policy = Policy(
+            settings.speller_min_confidence if settings.speller_min_confidence is not None else tuned_threshold
+        )
+        self.kept = 1 + ALTERNATIVES
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
         self.trie = DictionaryTrie(counts.items(), char_ids, len(vocab), self.eos_id)
         self.max_batch_words = settings.speller_max_batch_words
@@ -139,8 +151,12 @@ class Speller(ManifestModel):
         self.correct_words(["speling", "korrect"])
 
     def correct_words(self, words: list[str]) -> list[str]:
-        """Lowercase a-z words → their corrections, all decoded together: the loop runs over steps, never over
-        words; every step is one decoder call per search and a few array operations for the whole batch."""
+        """Lowercase a-z words → their corrections ("" where the search found none): `answer_words`' answers."""
+        return [a.candidates[0].word if a.candidates else "" for a in self.answer_words(words)]
+
+    def answer_words(self, words: list[str]) -> list[WordAnswer]:
+        """Lowercase a-z words → their answers and alternatives, all decoded together: the loop runs over steps,
+        never over words; every step is one decoder call per search and a few array operations for the batch."""
         return decode_all(self, words)
 
     def rows(self, words: list[str]) -> SpellRows:
@@ -183,8 +199,8 @@ class Speller(ManifestModel):
             length=lengths,
             step=np.zeros(n, dtype=np.int64),
             score=score,
-            best=np.full(n, -np.inf, dtype=np.float32),
-            best_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
+            final_score=np.full((n, self.kept), -np.inf, dtype=np.float32),
+            final_ids=np.full((n, self.kept, self.max_steps), self.eos_id, dtype=np.int64),
             open_total=np.zeros(n, dtype=np.float32),
             open_ids=np.full((n, self.max_steps), self.eos_id, dtype=np.int64),
             open_len=np.zeros(n, dtype=np.int64),
@@ -206,23 +222,34 @@ class Speller(ManifestModel):
         self._observe(len(rows), decoded)
         return np.empty(0, dtype=np.int64), rows.finished()
 
-    def answers(self, rows: SpellRows, which: np.ndarray, words: list[str]) -> list[str]:
-        """The corrections of the finished words `which` (a boolean mask over the batch's words), `words`.
+    def answers(self, rows: SpellRows, which: np.ndarray, words: list[str]) -> list[WordAnswer]:
+        """The answers of the finished words `which` (a boolean mask over the batch's words), `words`: each
+        word's best dictionary word and the next best the beam finished, with their scores.
 
-        The beam's best dictionary word, unless the greedy pass (with an oov_penalty) spelled a word that beats
-        it by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
+        The greedy pass's spelling (with an oov_penalty) comes first instead when it beats the best dictionary
+        word by more than the penalty: for words no dictionary has (codespell's `spinlock`, say).
         """
-        known = self._spell(rows.best_ids[which])
-        if self.oov_penalty is None:
-            return known
-        spelled = self._spell(rows.open_ids[which])
-        score = rows.open_total[which] - self.edit_penalty * cpdist(words, spelled, scorer=OSA.distance)
-        score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
-        # A copy of the misspelling is no answer: the model saying "looks fine" about a word no dictionary
-        # has is how it fails on misspellings it cannot place, so the dictionary's best word stands.
-        fresh = [bool(own) and own != word and own not in self.words for own, word in zip(spelled, words, strict=True)]
-        wins = (score > rows.best[which]) & np.array(fresh, dtype=bool)
-        return [own if win else best for own, win, best in zip(spelled, wins, known, strict=True)]
+        scores = rows.final_score[which]
+        spelled = self._spell(rows.final_ids[which].reshape(-1, self.max_steps))
+        found = [
+            [
+                Candidate(spelled[i * self.kept + k], float(scores[i, k]))
+                for k in range(self.kept)
+                if scores[i, k] > -np.inf
+            ]
+            for i in range(len(words))
+        ]
+        if self.oov_penalty is not None:
+            own = self._spell(rows.open_ids[which])
+            score = rows.open_total[which] - self.edit_penalty * cpdist(words, own, scorer=OSA.distance)
+            score += self.prior_weight * self.trie.min_log_prior - self.oov_penalty
+            # A copy of the misspelling is no answer: the model saying "looks fine" about a word no dictionary
+            # has is how it fails on misspellings it cannot place, so the dictionary's best word stands.
+            for i, (spelling, word) in enumerate(zip(own, words, strict=True)):
+                fresh = bool(spelling) and spelling != word and spelling not in self.words
+                if fresh and score[i] > scores[i, 0]:
+                    found[i] = [Candidate(spelling, float(score[i]), open=True), *found[i][: self.kept - 1]]
+        return [WordAnswer(word, tuple(candidates)) for word, candidates in zip(words, found, strict=True)]
 
     def _observe(self, words: int, decoded: int) -> None:
         if self.metrics is not None:
@@ -245,7 +272,7 @@ class Speller(ManifestModel):
         score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
             logits, feeds["slot_rows"], here, g.group, self.beam_size,
             g.nodes, g.token, g.history, g.edits, g.edits_prev,
-            rows.score, rows.step, rows.target, rows.length, rows.best, rows.best_ids,
+            rows.score, rows.step, rows.target, rows.length, rows.final_score, rows.final_ids,
             trie.allowed, trie.children, trie.log_prior, trie.best_log_prior_below,
             self.eos_id, self.prior_weight, self.edit_penalty, self.max_steps, self._margin,
         )  # fmt: skip
@@ -275,7 +302,7 @@ class Speller(ManifestModel):
         ended = ~searching[parked.word]
         if not ended.any():
             return
-        starting = parked.take(ended & (rows.best[parked.word] < self.open_ceiling))
+        starting = parked.take(ended & (rows.final_score[parked.word, 0] < self.open_ceiling))
         if len(starting):
             rows.open = DecoderRows.concat([rows.open, starting], [0, 0]) if len(rows.open) else starting
         rows.parked = parked.take(~ended)
@@ -305,67 +332,128 @@ class Speller(ManifestModel):
         codes = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
         return pad_rows(self.byte_to_id[codes], lengths, self.pad_id), lengths
 
-    def batch(self, texts: list[str]) -> list[CorrectedText]:
-        """What the scheduler calls with the texts of many requests."""
-        return self.correct_texts(texts)
+    def batch(self, texts: list[str]) -> list[Reviewed]:
+        """What the scheduler calls with the texts of many requests: each request's Policy decides after."""
+        return self.review_texts(texts)
 
-    def batch_words(self, words: list[str]) -> list[str]:
+    def batch_words(self, words: list[str]) -> list[WordAnswer]:
         """What dynamic batching calls with unknown words of many requests (split's items): each distinct word
         decoded once, though several requests bring it."""
         distinct = list(dict.fromkeys(words))
-        fixed = dict(zip(distinct, self.correct_words(distinct), strict=True))
-        return [fixed[word] for word in words]
+        answers = dict(zip(distinct, self.answer_words(distinct), strict=True))
+        return [answers[word] for word in words]
 
-    def correct_texts(self, texts: list[str]) -> list[CorrectedText]:
-        """Correct every unknown word of every text, all in one batch."""
+    def correct_texts(self, texts: list[str], policy: Policy | None = None) -> list[CorrectedText]:
+        """Correct every unknown word of every text, all in one batch, as `policy` (the server's) decides."""
+        return [(policy or self.policy).decide(r) for r in self.review_texts(texts)]
+
+    def review_texts(self, texts: list[str]) -> list[Reviewed]:
+        """Every unknown word of every text decoded in one batch, and what the speller proposes for each."""
         found, unknown = self.unknown_words(texts)
         # Bounded chunks: a full request can hold tens of thousands of distinct words, and one batch of
         # them times the beam would need gigabytes of attention memory.
-        fixed: dict[str, str] = {}
+        fixed: dict[str, WordAnswer] = {}
         for start in range(0, len(unknown), self.max_batch_words):
             chunk = unknown[start : start + self.max_batch_words]
-            fixed.update(zip(chunk, self.correct_words(chunk), strict=True))
-        return self.apply(texts, found, fixed)
+            fixed.update(zip(chunk, self.answer_words(chunk), strict=True))
+        return self.review(texts, found, fixed)
 
     def split(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
         """For continuous batching: each text's candidate words, and the unknown ones to decode."""
         return self.unknown_words(texts)
 
     def join(
-        self, texts: list[str], found: list[list[Token]], words: list[str], corrections: list[str]
-    ) -> list[CorrectedText]:
-        """For continuous batching: the texts with each decoded word's correction applied."""
-        return self.apply(texts, found, dict(zip(words, corrections, strict=True)))
+        self, texts: list[str], found: list[list[Token]], words: list[str], answers: list[WordAnswer]
+    ) -> list[Reviewed]:
+        """For continuous batching: each text's proposals from its decoded words' answers."""
+        return self.review(texts, found, dict(zip(words, answers, strict=True)))
 
     def unknown_words(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
-        """Each text's candidate words, and the distinct lowercase ones no dictionary knows: those to decode."""
+        """Each text's candidate words, and the distinct lowercase ones no dictionary knows: those to decode
+        (contractions without their apostrophe need no decoding)."""
         found = [candidate_words(text, max_len=self.max_len) for text in texts]
-        return found, sorted({t.text.lower() for ts in found for t in ts} - self.words)
+        return found, sorted({t.text.lower() for ts in found for t in ts} - self.words - CONTRACTIONS.keys())
 
-    @staticmethod
-    def apply(texts: list[str], found: list[list[Token]], fixed: dict[str, str]) -> list[CorrectedText]:
-        """The texts with the corrections `fixed` (lowercase word → its correction) applied, case kept."""
-        results = []
+    def review(self, texts: list[str], found: list[list[Token]], fixed: dict[str, WordAnswer]) -> list[Reviewed]:
+        """Each text's proposals: its contractions, and for each decoded word (`fixed`: lowercase word → its
+        answer) the answer with its confidence and alternatives, in the original's case. Where the answer is
+        the word itself there is nothing to propose."""
+        reviews = []
         for text, tokens in zip(texts, found, strict=True):
-            corrections = []
+            proposals = []
             for token in tokens:
-                suggestion = fixed.get(token.text.lower())
-                if suggestion and suggestion != token.text.lower():
-                    corrections.append(
-                        Correction(token.start, token.end, token.text, restore_case(token.text, suggestion))
+                word = token.text.lower()
+                if word in CONTRACTIONS:
+                    suggestion = restore_case(token.text, CONTRACTIONS[word])
+                    proposals.append(
+                        Proposal(
+                            token.start, token.end, token.text, suggestion, CONTRACTION_CONFIDENCE, (), "contraction"
+                        )
                     )
-            results.append(CorrectedText(_apply(text, corrections), corrections))
-        return results
+                    continue
+                answer = fixed.get(word)
+                if answer is None or not answer.candidates or answer.candidates[0].word == word:
+                    continue
+                confidence = self.confidence(answer, token, fixed)
+                choices = [
+                    Alternative(restore_case(token.text, c.word), round(float(p), 4))
+                    for c, p in zip(answer.candidates, confidence, strict=True)
+                ]
+                proposals.append(
+                    Proposal(
+                        token.start, token.end, token.text, choices[0].suggestion, choices[0].confidence,
+                        tuple(a for a in choices[1:] if a.suggestion.lower() != word),
+                    )
+                )  # fmt: skip
+            reviews.append(Reviewed(text, proposals))
+        return reviews
+
+    def confidence(self, answer: WordAnswer, token: Token, fixed: dict[str, WordAnswer]) -> np.ndarray:
+        """[candidates] the probability that each of the word's candidates is the word meant where it stands."""
+        features = self.features(answer, token, fixed)
+        return self.calibration(features) if self.calibration else beam_confidence(features)
+
+    def features(self, answer: WordAnswer, token: Token, fixed: dict[str, WordAnswer]) -> np.ndarray:
+        """[candidates, FEATURES] (evidence.py): what the calibration reads; `fixed`, the answers of the text's
+        other unknown words."""
+        beside_names = (
+            self._is_name(token.follows, token.follows_start, fixed),
+            self._is_name(token.precedes),
+            token.follows[:1].isupper() and not token.follows_start,
+        )
+        return candidate_features(
+            answer,
+            self.english(answer.word),
+            self.log_count,
+            case_shape(token.text),
+            token.sentence_start,
+            beside_names,
+        )
+
+    def _is_name(self, word: str, sentence_start: bool = False, fixed: dict[str, WordAnswer] | None = None) -> bool:
+        """A capitalised word no dictionary knows; at the start of a sentence, only when it is no near misspelling
+        either (no answer within one edit: "Ths" in "Ths sentense" is a misspelling, not a name)."""
+        if not word[:1].isupper() or word.lower() in self.words:
+            return False
+        if not sentence_start:
+            return True
+        answer = (fixed or {}).get(word.lower())
+        return not answer or not answer.candidates or OSA.distance(word.lower(), answer.candidates[0].word) > 1
+
+    def apply(self, texts: list[str], found: list[list[Token]], fixed: dict[str, WordAnswer]) -> list[CorrectedText]:
+        """The texts corrected as the server's policy decides (`review`, then `Policy.decide`)."""
+        return [self.policy.decide(r) for r in self.review(texts, found, fixed)]
+
+
+def read_extra_words(path: Path) -> set[str]:
+    """A word list, one a line (blank lines and # comments skipped), lowercased as the dictionary is."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ArtifactError(f"CHARSERVE_SPELLER_EXTRA_WORDS: cannot read {path}: {e}") from e
+    return {line.strip().lower() for line in lines if line.strip() and not line.lstrip().startswith("#")}
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _apply(text: str, corrections: list[Correction]) -> str:
-    parts, last = [], 0
-    for fix in corrections:
-        parts += [text[last : fix.start], fix.suggestion]
-        last = fix.end
-    return "".join(parts) + text[last:]

@@ -147,8 +147,8 @@ class SpellRows:
     length: np.ndarray  # [W] int64: their lengths
     step: np.ndarray  # [W] int64: decoding steps done
     score: np.ndarray  # [W, beam] float32: log-probability of each live hypothesis (-inf: none)
-    best: np.ndarray  # [W] float32: the best finished dictionary word's reranked score
-    best_ids: np.ndarray  # [W, max_steps] int64: that word's tokens, ending in eos
+    final_score: np.ndarray  # [W, K] float32: the K best finished dictionary words' reranked scores, best first
+    final_ids: np.ndarray  # [W, K, max_steps] int64: those words' tokens, each ending in eos
     open_total: np.ndarray  # [W] float32: the greedy pass's log-probability
     open_ids: np.ndarray  # [W, max_steps] int64: the greedy pass's tokens
     open_len: np.ndarray  # [W] int64: tokens the greedy pass has written

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from app.api.dependencies import get_settings, get_speller, require_json
+from app.adapters.speller.decision import Policy
+from app.adapters.speller.model import Speller
+from app.api.dependencies import get_settings, get_speller, get_speller_model, require_json
 from app.api.errors import ERRORS
 from app.api.limits import check_limits
 from app.api.schemas import CorrectRequest, CorrectResponse, CorrectResult
@@ -27,9 +29,22 @@ async def correct(
     request: CorrectRequest,
     speller: Annotated[Scheduler, Depends(get_speller)],
     settings: Annotated[Settings, Depends(get_settings)],
+    model: Annotated[Speller, Depends(get_speller_model)],
 ) -> CorrectResponse:
     texts = check_limits(request, settings)
-    corrected = await speller.submit(texts)
+    # The batch decodes every request's words alike; what to apply is this request's own decision.
+    policy = Policy(
+        model.policy.min_confidence if request.min_confidence is None else request.min_confidence,
+        request.flag_uncertain,
+        frozenset(w.lower() for w in request.ignore_words),
+    )
+    corrected = [policy.decide(reviewed) for reviewed in await speller.submit(texts)]
     return CorrectResponse(
-        results=[CorrectResult(text=r.text, corrections=[vars(c) for c in r.corrections]) for r in corrected]
+        results=[
+            CorrectResult(
+                text=r.text,
+                corrections=[{**vars(c), "alternatives": list(map(vars, c.alternatives))} for c in r.corrections],
+            )
+            for r in corrected
+        ]
     )

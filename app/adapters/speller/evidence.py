@@ -1,0 +1,152 @@
+"""How sure the speller is of an answer: the evidence about each candidate word, and the calibrated probability
+that it is the word the writer meant.
+
+The evidence is the beam's own (a candidate's reranked score, its margin over the others, its distance from the
+unknown word, its frequency, whether the open-vocabulary pass spelled it), how English the unknown word looks
+(a character trigram model of the dictionary) and how it is written in its sentence (capitalised inside a
+sentence, all capitals). A logistic regression over these, fitted on validation data by
+training/speller_confidence.py and kept in the manifest, turns them into a probability: numpy only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rapidfuzz.distance import OSA
+
+FEATURES = (
+    "score",  # the candidate's reranked beam score / 10, at least -4
+    "margin",  # its score less the best other candidate's / 10, within ±2 (+2: no other)
+    "edits",  # OSA distance from the unknown word, at most 5
+    "edit_share",  # that distance per character of the unknown word
+    "log_count",  # log10 of the candidate's dictionary count / 10 (0: not in the dictionary)
+    "open",  # 1: spelled by the open-vocabulary pass, not found in the dictionary
+    "length",  # the unknown word's length / 10
+    "english",  # the unknown word's mean character trigram log-probability under the dictionary
+    "same_first",  # 1: the candidate starts with the unknown word's letter
+    "title_inside",  # 1: Capitalised, not at the start of a sentence (a name, most often)
+    "title_start",  # 1: Capitalised at the start of a sentence
+    "upper",  # 1: ALL CAPITALS (an acronym, most often)
+    "after_name",  # 1: right after a capitalised word no dictionary knows, no near misspelling ("Acacia dealbata")
+    "before_name",  # 1: right before a capitalised word no dictionary knows ("da Novara")
+    "after_capitalised",  # 1: right after any capitalised word inside a sentence ("Banksia epica", "Paris cafe")
+)
+# The model's evidence means something else for a capitalised word (most are names): each has its own weight there.
+EVIDENCE = FEATURES[:9]
+FEATURES = FEATURES + tuple(f"{name}_capitalised" for name in EVIDENCE)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    word: str
+    score: float  # the beam's reranked score (docs/speller.md)
+    open: bool = False  # spelled by the open-vocabulary (greedy) pass, outside the dictionary
+
+
+@dataclass(frozen=True)
+class WordAnswer:
+    """What decoding found for one lowercase unknown word: its candidates, the answer first."""
+
+    word: str
+    candidates: tuple[Candidate, ...]
+
+
+class EnglishLikeness:
+    """A character trigram model of the dictionary's words (each word once, add-one smoothed): the mean
+    log-probability of a word's trigrams says how much it looks like an English word. Names and foreign words
+    (`Skenfrith`, `Aadhiyugam`) score low."""
+
+    SYMBOLS = 27  # a-z and the word boundary
+
+    def __init__(self, words: Iterable[str]) -> None:
+        grams = np.zeros(self.SYMBOLS**3, dtype=np.float64)
+        for word in words:
+            ids = self._ids(word)
+            if ids is not None:
+                np.add.at(grams, self._trigrams(ids), 1)
+        contexts = grams.reshape(-1, self.SYMBOLS).sum(axis=1, keepdims=True)
+        self.log_prob = np.log((grams.reshape(-1, self.SYMBOLS) + 1) / (contexts + self.SYMBOLS)).ravel()
+
+    @staticmethod
+    def _ids(word: str) -> np.ndarray | None:
+        codes = np.frombuffer(word.encode("ascii", "replace"), dtype=np.uint8).astype(np.int64) - ord("a") + 1
+        if ((codes < 1) | (codes > 26)).any():
+            return None
+        return np.concatenate([[0, 0], codes, [0]])
+
+    def _trigrams(self, ids: np.ndarray) -> np.ndarray:
+        return (ids[:-2] * self.SYMBOLS + ids[1:-1]) * self.SYMBOLS + ids[2:]
+
+    def __call__(self, word: str) -> float:
+        ids = self._ids(word)
+        return float(self.log_prob[self._trigrams(ids)].mean()) if ids is not None else float(np.log(1 / 27))
+
+
+def candidate_features(
+    answer: WordAnswer,
+    english: float,
+    log_count: dict[str, float],
+    shape: str,
+    sentence_start: bool,
+    beside_names: tuple[bool, bool, bool],
+) -> np.ndarray:
+    """[candidates, FEATURES] for one unknown word as written in its sentence (`shape`: text.py's case_shape;
+    `beside_names`: after_name, before_name, after_capitalised)."""
+    word, candidates = answer.word, answer.candidates
+    scores = np.array([c.score for c in candidates], dtype=np.float64)
+    rows = np.empty((len(candidates), len(FEATURES)), dtype=np.float64)
+    for k, cand in enumerate(candidates):
+        others = np.delete(scores, k)
+        edits = min(OSA.distance(word, cand.word), 5)
+        rows[k] = (
+            max(cand.score, -40.0) / 10,
+            np.clip(cand.score - others.max(), -20, 20) / 10 if len(others) else 2.0,
+            edits,
+            edits / max(len(word), 1),
+            log_count.get(cand.word, 0.0) / 10,
+            float(cand.open),
+            len(word) / 10,
+            english,
+            float(cand.word[:1] == word[:1]),
+            float(shape == "title" and not sentence_start),
+            float(shape == "title" and sentence_start),
+            float(shape == "upper"),
+            *map(float, beside_names),
+            *np.zeros(len(EVIDENCE)),
+        )
+    if shape != "lower":
+        rows[:, -len(EVIDENCE) :] = rows[:, : len(EVIDENCE)]
+    return rows
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(candidate is the intended word) = sigmoid(intercept + coef · features), and the confidence below which
+    an unknown word is left as written."""
+
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any] | None) -> Calibration | None:
+        """The manifest's `confidence` entry (training/speller_confidence.py), or None where it has none."""
+        if not entry:
+            return None
+        if tuple(entry["features"]) != FEATURES:
+            raise ValueError(
+                f"the manifest's confidence model uses features {entry['features']}, this server {FEATURES}"
+            )
+        return cls(np.asarray(entry["coef"], dtype=np.float64), float(entry["intercept"]), float(entry["threshold"]))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(features @ self.coef + self.intercept)))
+
+
+def beam_confidence(features: np.ndarray) -> np.ndarray:
+    """Without a fitted calibration (artifacts exported before it): the beam's own preference, a sigmoid of each
+    candidate's margin over the others. Uncalibrated; such artifacts keep a threshold of 0 (every answer used)."""
+    return 1 / (1 + np.exp(-10 * features[:, FEATURES.index("margin")]))

@@ -1,0 +1,302 @@
+"""Fit the speller's confidence (app/adapters/speller/evidence.py) and its threshold on validation data, and
+keep both in the manifest.
+
+    python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia \\
+        --write-manifest
+
+Two kinds of unknown words, each inside sentences of several templates (at the start, in the middle, at the
+end): misspellings that must change (the validation split of training/speller_data.py, never the held-out
+one) and correct words outside the dictionary that must not (DBpedia names of smaller.train and smaller.valid;
+smaller.test is the benchmark's). The served speller decodes them and computes each candidate's features
+exactly as it does for a request; a logistic regression (scikit-learn) fits P(candidate is the intended word);
+out-of-fold predictions (folds by word) choose the threshold: the lowest at which at most --max-names-changed of
+the name sentences change. It also draws the precision/recall curve over the threshold (docs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import random
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import speller_data
+
+# The unknown word is {}; names and misspellings get the same templates, so the sentence says nothing itself.
+TEMPLATES = (
+    "{} was all we talked about.",
+    "I read about {} yesterday.",
+    "Have you heard of {}?",
+    "They wrote to me about {} and the rest.",
+    "{}, she said, is what matters.",
+    "The report on {} came out last week.",
+    "We found it near {}",
+    "Nobody expected {} to be there.",
+    # A capitalised word just before: misspellings follow proper nouns too, not only names' first words.
+    "We met Maria {} yesterday.",
+    "In London {} was all the news.",
+)
+
+
+@dataclass
+class Sentence:
+    text: str
+    kind: str  # "misspelling" or "name"
+    key: str  # what folds group by: the intended word, or the name
+    start: int = -1  # where the misspelling stands (misspellings only)
+    target: str = ""
+
+
+def load_names(folder: Path, splits: tuple[str, ...]) -> list[str]:
+    """DBpedia titles as written in text: percent-decoded, spaces for underscores."""
+    names = []
+    for split in splits:
+        for line in (folder / f"smaller.{split}").read_text(encoding="utf-8").splitlines():
+            title = line.split("\t")[0].strip()
+            if title:
+                names.append(urllib.parse.unquote(title).replace("_", " "))
+    return names
+
+
+def in_template(word: str, template: str) -> tuple[str, int]:
+    """The sentence and where the word stands; a word that opens it is capitalised, as writers do."""
+    at = template.index("{}")
+    written = word[:1].upper() + word[1:] if at == 0 else word
+    return template.replace("{}", written, 1), at
+
+
+def sentences(pairs: list[tuple[str, str]], names: list[str], seed: int) -> list[Sentence]:
+    rng = random.Random(seed)
+    out = []
+    for wrong, right in pairs:
+        text, at = in_template(wrong, rng.choice(TEMPLATES))
+        out.append(Sentence(text, "misspelling", right, at, right))
+    for name in names:
+        text, _ = in_template(name, rng.choice(TEMPLATES))
+        out.append(Sentence(text, "name", name))
+    return out
+
+
+@dataclass
+class Rows:
+    features: np.ndarray  # [candidates, FEATURES]
+    label: np.ndarray  # [candidates] 1: the intended word
+    sentence: np.ndarray  # [candidates] which sentence
+    answer: np.ndarray  # [candidates] 1: the speller's answer (the others are alternatives)
+    contraction: np.ndarray  # [sentences] 1: a contraction proposal in it (always applied)
+
+
+def decode(speller, items: list[Sentence]) -> Rows:
+    """The served speller's answers for every unknown word, and each candidate's features and label."""
+    from app.adapters.speller.text import CONTRACTIONS
+
+    texts = [s.text for s in items]
+    found, unknown = speller.unknown_words(texts)
+    answers = {}
+    for i in range(0, len(unknown), speller.max_batch_words):
+        chunk = unknown[i : i + speller.max_batch_words]
+        answers.update(zip(chunk, speller.answer_words(chunk), strict=True))
+    features, label, sentence, answer = [], [], [], []
+    contraction = np.zeros(len(items), dtype=bool)
+    for i, (item, tokens) in enumerate(zip(items, found, strict=True)):
+        for token in tokens:
+            word = token.text.lower()
+            contraction[i] |= word in CONTRACTIONS
+            found_answer = answers.get(word)
+            if found_answer is None or not found_answer.candidates or found_answer.candidates[0].word == word:
+                continue  # nothing proposed
+            if item.kind == "misspelling" and token.start != item.start:
+                continue  # a template word: not what this sentence measures
+            x = speller.features(found_answer, token, answers)
+            features.append(x)
+            label += [item.kind == "misspelling" and c.word == item.target for c in found_answer.candidates]
+            sentence += [i] * len(x)
+            answer += [True] + [False] * (len(x) - 1)
+    return Rows(np.concatenate(features), np.array(label), np.array(sentence), np.array(answer), contraction)
+
+
+def out_of_fold(rows: Rows, items: list[Sentence], folds: int, c: float, seed: int) -> np.ndarray:
+    """Each candidate's probability from a model that never saw its word (folds grouped by intended word/name)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.array([items[i].key for i in rows.sentence])
+    predicted = np.zeros(len(rows.label))
+    for fit, held in GroupKFold(folds, shuffle=True, random_state=seed).split(rows.features, rows.label, groups):
+        model = LogisticRegression(C=c, max_iter=2000).fit(rows.features[fit], rows.label[fit])
+        predicted[held] = model.predict_proba(rows.features[held])[:, 1]
+    return predicted
+
+
+def outcomes(rows: Rows, items: list[Sentence], confidence: np.ndarray, threshold: float) -> dict[str, float]:
+    """At `threshold`: misspellings corrected (share of all), name sentences changed, and the precision of the
+    corrections applied (answers only)."""
+    kind = np.array([s.kind for s in items])
+    applied = rows.answer & (confidence >= threshold)
+    fixed = np.zeros(len(items), dtype=bool)
+    changed = rows.contraction.copy()
+    np.logical_or.at(fixed, rows.sentence, applied & rows.label)
+    np.logical_or.at(changed, rows.sentence, applied)
+    misspelt, names = kind == "misspelling", kind == "name"
+    return {
+        "threshold": round(float(threshold), 4),
+        "misspellings_corrected": round(float(fixed[misspelt].mean()), 4),
+        "names_changed": round(float(changed[names].mean()), 4),
+        # None where nothing is applied: precision is undefined there.
+        "precision": round(float((applied & rows.label).sum() / applied.sum()), 4) if applied.any() else None,
+    }
+
+
+def reliability(confidence: np.ndarray, label: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per confidence bin: answers in it, their mean confidence and the share that were right."""
+    edges = np.linspace(0, 1, bins + 1)
+    table = []
+    for lo, hi in itertools.pairwise(edges):
+        inside = (confidence >= lo) & ((confidence < hi) if hi < 1 else (confidence <= hi))
+        if inside.any():
+            table.append(
+                {
+                    "bin": f"{lo:.1f}-{hi:.1f}",
+                    "n": int(inside.sum()),
+                    "mean_confidence": round(float(confidence[inside].mean()), 4),
+                    "accuracy": round(float(label[inside].mean()), 4),
+                }
+            )
+    return table
+
+
+def plot(curve: list[dict[str, float]], chosen: dict[str, float], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    defined = [p for p in curve if p["precision"] is not None]
+    left.plot([p["misspellings_corrected"] for p in defined], [p["precision"] for p in defined], marker=".")
+    left.scatter([chosen["misspellings_corrected"]], [chosen["precision"]], color="red", zorder=3, label="chosen")
+    left.set(xlabel="misspellings corrected (recall)", ylabel="corrections applied that are right (precision)")
+    left.set_title("precision / recall over the threshold")
+    left.legend()
+    thresholds = [p["threshold"] for p in curve]
+    right.plot(thresholds, [p["misspellings_corrected"] for p in curve], label="misspellings corrected")
+    right.plot(thresholds, [p["names_changed"] for p in curve], label="name sentences changed")
+    right.axvline(chosen["threshold"], color="red", linestyle="--", label=f"chosen {chosen['threshold']:.2f}")
+    right.set(xlabel="min_confidence", ylabel="share of sentences")
+    right.set_title("validation, out-of-fold confidence")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def markdown(report: dict) -> str:
+    chosen = report["chosen"]
+    lines = [
+        "# Speller confidence: fitted on validation data",
+        "",
+        f"Measured {report['measured']} with `{report['command']}`.",
+        "",
+        f"Validation: {report['sentences']['misspelling']} misspellings (the validation split) and "
+        f"{report['sentences']['name']} DBpedia names (smaller.train/.valid), each in one of "
+        f"{len(TEMPLATES)} sentence templates. Confidence is out of fold ({report['folds']} folds by word).",
+        "",
+        f"Chosen threshold **{chosen['threshold']}** (the lowest with at most {report['max_names_changed']:.0%} of "
+        f"name sentences changed): misspellings corrected {chosen['misspellings_corrected']:.3f}, name sentences "
+        f"changed {chosen['names_changed']:.3f}, precision {chosen['precision']:.3f}. "
+        f"With no threshold: {report['no_threshold']['misspellings_corrected']:.3f} and "
+        f"{report['no_threshold']['names_changed']:.3f}.",
+        "",
+        "![precision/recall](speller_confidence.png)",
+        "",
+        "Reliability of the answers' confidence (validation, out of fold):",
+        "",
+        "| bin | answers | mean confidence | right |",
+        "|---|---|---|---|",
+        *(f"| {b['bin']} | {b['n']} | {b['mean_confidence']:.3f} | {b['accuracy']:.3f} |" for b in report["bins"]),
+        "",
+        "Coefficients (features of app/adapters/speller/evidence.py):",
+        "",
+        "| feature | coefficient |",
+        "|---|---|",
+        *(f"| {f} | {c:+.3f} |" for f, c in zip(report["features"], report["coef"], strict=True)),
+        f"| intercept | {report['intercept']:+.3f} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
+    parser.add_argument("--names", type=Path, default=Path("../shared/data/dbpedia"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--name-sample", type=int, default=5000, help="names drawn from smaller.train/.valid")
+    parser.add_argument("--max-names-changed", type=float, default=0.04, help="of validation name sentences")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
+    parser.add_argument("--write-manifest", action="store_true")
+    args = parser.parse_args(argv)
+
+    from sklearn.linear_model import LogisticRegression
+
+    from app.adapters.speller.evidence import FEATURES
+    from app.adapters.speller.model import Speller
+    from app.settings import Settings
+
+    valid = speller_data.build(args.data).valid
+    names = load_names(args.names, ("train", "valid"))
+    names = random.Random(args.seed).sample(names, min(args.name_sample, len(names)))
+    items = sentences(valid, names, args.seed)
+    # Decoded without any threshold: the features never depend on the calibration being fitted.
+    speller = Speller(args.models_dir / "speller", Settings(speller_min_confidence=0.0))
+    rows = decode(speller, items)
+    oof = out_of_fold(rows, items, args.folds, args.c, args.seed)
+    curve = [outcomes(rows, items, oof, t) for t in np.round(np.arange(0, 1.0001, 0.01), 2)]
+    allowed = [p for p in curve if p["names_changed"] <= args.max_names_changed]
+    chosen = min(allowed, key=lambda p: p["threshold"]) if allowed else curve[-1]
+    model = LogisticRegression(C=args.c, max_iter=2000).fit(rows.features, rows.label)
+    command = "python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia" + (
+        " --write-manifest" if args.write_manifest else ""
+    )
+    report = {
+        "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "features": list(FEATURES),
+        "coef": [round(float(c), 6) for c in model.coef_[0]],
+        "intercept": round(float(model.intercept_[0]), 6),
+        "threshold": chosen["threshold"],
+        "max_names_changed": args.max_names_changed,
+        "folds": args.folds,
+        "sentences": {k: sum(s.kind == k for s in items) for k in ("misspelling", "name")},
+        "templates": list(TEMPLATES),
+        "chosen": chosen,
+        "no_threshold": outcomes(rows, items, oof, 0.0),
+        "bins": reliability(oof[rows.answer], rows.label[rows.answer]),
+        "curve": curve,
+    }
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "speller_confidence.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.docs / "speller_confidence.md").write_text(markdown(report))
+    plot(curve, chosen, args.docs / "speller_confidence.png")
+    print(markdown(report))
+    if args.write_manifest:
+        path = args.models_dir / "speller" / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["confidence"] = {k: report[k] for k in ("features", "coef", "intercept", "threshold", "command")} | {
+            "fitted": report["measured"],
+            "validation": {"chosen": chosen, "bins": report["bins"], "sentences": report["sentences"]},
+        }
+        manifest["version"] = "1.7.0"
+        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
