@@ -26,6 +26,13 @@ def examples() -> list[tuple[str, dict, dict]]:
     return found
 
 
+def strip_confidence(correction: dict) -> dict:
+    """A correction as every machine gives it: its place, words, kind and status, and its likely alternatives
+    (near-zero ones may swap places where int8 kernels differ by CPU)."""
+    likely = [a["suggestion"] for a in correction["alternatives"] if a["confidence"] >= 0.05]
+    return {k: v for k, v in correction.items() if k not in ("confidence", "alternatives")} | {"likely": likely}
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     with TestClient(create_app(Settings(models=["speller", "classifier"]))) as c:
@@ -41,7 +48,15 @@ def test_readme_example(client: TestClient, path: str, body: dict, answer: dict)
     got = client.post(path, json=body)
     assert got.status_code == 200, got.text
     if path == "/correct":
-        assert got.json() == answer
+        for ours, theirs in zip(got.json()["results"], answer["results"], strict=True):
+            assert ours["text"] == theirs["text"]
+            assert [strip_confidence(c) for c in ours["corrections"]] == [
+                strip_confidence(c) for c in theirs["corrections"]
+            ]
+            # Confidences may move in their last digits where int8 kernels differ by CPU.
+            assert [c["confidence"] for c in ours["corrections"]] == pytest.approx(
+                [c["confidence"] for c in theirs["corrections"]], abs=0.02
+            )
         return
     # A label is the same on every machine; scores may move in their last digit (int8 kernels differ by CPU).
     for ours, theirs in zip(got.json()["results"], answer["results"], strict=True):
