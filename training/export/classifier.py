@@ -11,7 +11,7 @@ from torch import nn
 
 from training.classifier import checkpoint_lexicon
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
-from training.export.graphs import IO, example_words, export_graph
+from training.export.graphs import IO, example_words, export_graph, load_trained
 from training.export.manifest import file_digests, graph_specs, header, read_summary, write_manifest
 from training.export.onnx_passes import store_weights, weights_digest, with_int8_copies
 from training.speller_data import sha256_file
@@ -40,10 +40,7 @@ def classifier_io(lexicon: int) -> IO:
 
 def load_classifier(checkpoint: Path) -> tuple[NameClassifier, dict]:
     """A training checkpoint's classifier, in eval mode, and the checkpoint itself."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = NameClassifier(**state["config"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), state
+    return load_trained(checkpoint, lambda config: NameClassifier(**config))
 
 
 def export_classifier(model: NameClassifier | NameClassifierEnsemble, out: Path, lexicon: int = 0) -> Path:

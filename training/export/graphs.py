@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import onnx
 import torch
@@ -56,3 +58,14 @@ def io_spec(io: IO) -> dict:
         group: [{"name": n, "shape": shape, "dtype": dtype} for n, (shape, dtype) in io[group].items()]
         for group in ("inputs", "outputs")
     }
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def load_trained(checkpoint: Path, build: Callable[[dict], ModuleT]) -> tuple[ModuleT, dict]:
+    """A training checkpoint's model, built from its config by `build`, in eval mode, and the checkpoint itself."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build(state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state

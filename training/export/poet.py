@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from training import poet_data
-from training.export.graphs import IO, export_graph
+from training.export.graphs import IO, export_graph, load_trained
 from training.export.manifest import file_digests, graph_specs, header, read_summary, write_manifest
 from training.export.onnx_passes import store_weights, weights_digest, with_int8_copies
 from training.poet_model import PoetLM
@@ -39,10 +39,7 @@ def poet_io(config: dict) -> IO:
 
 def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
     """A training checkpoint's poet, in eval mode, and the checkpoint itself."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = PoetLM(**state["config"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), state
+    return load_trained(checkpoint, lambda config: PoetLM(**config))
 
 
 def export_poet(model: PoetLM, out: Path, storage: str = "int8", int8: bool = False) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.export.graphs import IO
+from training.export.graphs import IO, load_trained
 from training.export.manifest import write_manifest
 from training.export.onnx_passes import weights_digest
 from training.export.poet import export_step, poet_manifest
@@ -55,10 +55,7 @@ def poet_transformer_io(config: dict) -> IO:
 
 def load_poet_transformer(checkpoint: Path) -> tuple[PoetTransformer, dict]:
     """A training checkpoint's Transformer poet, in eval mode, and the checkpoint itself."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = PoetTransformer(PoetTransformerConfig(**state["config"]))
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), state
+    return load_trained(checkpoint, lambda config: PoetTransformer(PoetTransformerConfig(**config)))
 
 
 def export_poet_transformer(

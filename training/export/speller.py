@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.export.graphs import IO, example_words, export_graph, frozen
+from training.export.graphs import IO, example_words, export_graph, frozen, load_trained
 from training.export.manifest import file_digests, graph_specs, header, read_summary, write_manifest
 from training.export.onnx_passes import quantize_int8, weights_digest, with_int8_copies
 from training.speller_model import SpellerNet, attention
@@ -126,10 +126,7 @@ DECODER_IO: IO = {
 
 def load_speller(checkpoint: Path) -> tuple[SpellerNet, dict]:
     """A training checkpoint's speller, in eval mode, and the checkpoint itself."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = SpellerNet(**state["config"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), state
+    return load_trained(checkpoint, lambda config: SpellerNet(**config))
 
 
 def export_decoder_step(step: SpellerDecoderStep, path: Path) -> None:
