@@ -65,37 +65,24 @@ async def running(scheduler: SchedulerT) -> AsyncIterator[SchedulerT]:
 async def test_concurrent_requests_share_one_call_and_get_their_own_answers() -> None:
     model = Recorder()
     scheduler = batcher(model)
-    await scheduler.start()
-    try:
+    async with running(scheduler):
         answers = await asyncio.gather(*(scheduler.submit([f"a{i}", f"b{i}"]) for i in range(5)))
-    finally:
-        await scheduler.stop()
     assert answers == [[f"A{i}", f"B{i}"] for i in range(5)]
     assert len(model.batches) == 1 and len(model.batches[0]) == 10
 
 
 @pytest.mark.anyio
-async def test_a_batch_never_grows_past_its_maximum() -> None:
+@pytest.mark.parametrize(
+    ("options", "requests", "sizes"),
+    [({"max_batch": 4}, 10, [4, 4, 2]), ({"max_batch": 1, "max_wait_s": 0}, 3, [1, 1, 1])],
+    ids=["never past its maximum", "a batch of one serves requests one by one"],
+)
+async def test_batch_sizes(options: dict, requests: int, sizes: list[int]) -> None:
     model = Recorder()
-    scheduler = batcher(model, max_batch=4)
-    await scheduler.start()
-    try:
-        await asyncio.gather(*(scheduler.submit([str(i)]) for i in range(10)))
-    finally:
-        await scheduler.stop()
-    assert [len(b) for b in model.batches] == [4, 4, 2]
-
-
-@pytest.mark.anyio
-async def test_batch_of_one_serves_requests_one_by_one() -> None:
-    model = Recorder()
-    scheduler = batcher(model, max_batch=1, max_wait_s=0)
-    await scheduler.start()
-    try:
-        await asyncio.gather(*(scheduler.submit([str(i)]) for i in range(3)))
-    finally:
-        await scheduler.stop()
-    assert [len(b) for b in model.batches] == [1, 1, 1]
+    scheduler = batcher(model, **options)
+    async with running(scheduler):
+        await asyncio.gather(*(scheduler.submit([str(i)]) for i in range(requests)))
+    assert [len(b) for b in model.batches] == sizes
 
 
 @pytest.mark.anyio
@@ -124,8 +111,7 @@ async def test_a_full_queue_refuses_at_once() -> None:
 async def test_a_request_past_its_deadline_is_answered_and_never_computed() -> None:
     model = Recorder(delay=0.3)
     scheduler = batcher(model, max_batch=1, max_wait_s=0, deadline_s=0.1)
-    await scheduler.start()
-    try:
+    async with running(scheduler):
         first = asyncio.create_task(scheduler.submit(["slow"]))
         await asyncio.sleep(0.01)
         with pytest.raises(DeadlineExceeded):
@@ -133,8 +119,6 @@ async def test_a_request_past_its_deadline_is_answered_and_never_computed() -> N
         with pytest.raises(DeadlineExceeded):
             await first  # "slow" itself takes longer than the deadline
         await asyncio.sleep(0.4)
-    finally:
-        await scheduler.stop()
     assert ["late"] not in model.batches  # dropped before its turn came
 
 
@@ -163,13 +147,10 @@ async def test_a_cancelled_request_is_dropped_from_the_queue() -> None:
 async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     model = Recorder()
     scheduler = batcher(model, max_batch=1, max_wait_s=0)
-    await scheduler.start()
-    try:
+    async with running(scheduler):
         results = await asyncio.gather(
             scheduler.submit(["ok"]), scheduler.submit(["boom"]), scheduler.submit(["fine"]), return_exceptions=True
         )
-    finally:
-        await scheduler.stop()
     assert results[0] == ["OK"] and results[2] == ["FINE"]
     assert isinstance(results[1], ValueError)
 
