@@ -6,6 +6,7 @@ import gzip
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,13 @@ def tiny_run(tiny_spelling_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     """A real training run on tiny data, as `tiny_training_args` describes."""
     from training import speller
 
-    out = tmp_path_factory.mktemp("run")
-    speller.main(tiny_training_args(tiny_spelling_dir, out))
-    return out
+    return trained(speller.main, tiny_training_args(tiny_spelling_dir, tmp_path_factory.mktemp("run")))
+
+
+def trained(main: Callable[[list[str]], object], args: list[str]) -> Path:
+    """The run folder (`--out`) of a training command's `main`, after it has run with `args`."""
+    main(args)
+    return Path(args[args.index("--out") + 1])
 
 
 # Names shaped like DBpedia titles, one pattern per class, so that even a tiny model learns something.
@@ -169,9 +174,7 @@ def tiny_classifier_args(data: Path, out: Path, *extra: str) -> list[str]:
 def tiny_classifier_run(tiny_dbpedia_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training import classifier
 
-    out = tmp_path_factory.mktemp("classifier_run")
-    classifier.main(tiny_classifier_args(tiny_dbpedia_dir, out))
-    return out
+    return trained(classifier.main, tiny_classifier_args(tiny_dbpedia_dir, tmp_path_factory.mktemp("classifier_run")))
 
 
 # Traditional characters, several with a different simplified form (風 → 风, 東 → 东, 陽 → 阳, 雲 → 云 ...).
@@ -223,8 +226,7 @@ TINY_TRANSFORMER = ["--arch", "transformer", "--layers", "2", "--d-model", "32",
 def train_tiny_poet(tang: Path, out: Path, *extra: str) -> Path:
     from training import poet
 
-    poet.main(tiny_poet_args(tang, out, *extra))
-    return out
+    return trained(poet.main, tiny_poet_args(tang, out, *extra))
 
 
 @pytest.fixture(scope="session")
