@@ -55,7 +55,7 @@ def test_readme_example(client: TestClient, path: str, body: dict, answer: dict)
             ]
             # Confidences may move in their last digits where int8 kernels differ by CPU.
             assert [c["confidence"] for c in ours["corrections"]] == pytest.approx(
-                [c["confidence"] for c in theirs["corrections"]], abs=0.02
+                [c["confidence"] for c in theirs["corrections"]], abs=0.03
             )
         return
     # A label is the same on every machine; scores may move in their last digit (int8 kernels differ by CPU).

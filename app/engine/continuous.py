@@ -29,6 +29,7 @@ import numpy as np
 
 from app.engine.errors import DeadlineExceeded, Overloaded
 from app.engine.isolation import bisect_failures
+from app.engine.loop import SchedulerLoop
 from app.engine.protocol import StepModel, StreamingModel
 from app.engine.workers import Limiter
 from app.metrics import Metrics
@@ -88,7 +89,9 @@ class _Turns:
 ModelT = TypeVar("ModelT", bound=StepModel)
 
 
-class ContinuousBatcher(Generic[ModelT]):
+class ContinuousBatcher(SchedulerLoop, Generic[ModelT]):
+    kind = "continuous"
+
     def __init__(
         self,
         model: ModelT,
@@ -115,21 +118,11 @@ class ContinuousBatcher(Generic[ModelT]):
         self.waiting = _Turns()
         self.stand_ins: list[_Job] = []  # padded: ended items whose rows go on, joining at the next step
         self.wake = asyncio.Event()
-        self.loop_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.loop_task = asyncio.create_task(self._loop(), name=f"continuous-{self.name}")
-
-    async def stop(self) -> None:
-        if self.loop_task:
-            self.loop_task.cancel()
-            await asyncio.gather(self.loop_task, return_exceptions=True)
 
     def _enqueue(self, plans: list[Any], stream: bool) -> list[_Job]:
         """Queue one request's items together. A request is refused only if the queue is already full when it
         comes, so one with more items than the limit still gets in when the queue is short."""
-        if self.loop_task is None:
-            raise RuntimeError(f"the {self.name} batcher is not started")
+        self.check_started()
         if len(self.waiting) >= self.max_queue:
             self.metrics.rejected.labels(self.name).inc()
             raise Overloaded(f"{len(self.waiting)} items already waiting (limit {self.max_queue})")

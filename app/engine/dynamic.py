@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from app.engine.errors import DeadlineExceeded, Overloaded
 from app.engine.isolation import bisect_failures, check_encodable
+from app.engine.loop import SchedulerLoop
 from app.engine.workers import Limiter
 from app.metrics import Metrics
 
@@ -59,7 +60,9 @@ class _Piece:
         return self.request.items[self.start : self.end]
 
 
-class DynamicBatcher:
+class DynamicBatcher(SchedulerLoop):
+    kind = "batcher"
+
     """Runs `fn(items) -> results` (one result per item, in order) on batches gathered from many requests."""
 
     def __init__(
@@ -84,16 +87,10 @@ class DynamicBatcher:
         self.queued_items = 0  # the waiting requests' untaken items, at most one piece of each
         self.arrived = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
-        self.loop_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.loop_task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         """Finish the batches already running; the server has stopped taking requests by now."""
-        if self.loop_task:
-            self.loop_task.cancel()
-            await asyncio.gather(self.loop_task, return_exceptions=True)
+        await super().stop()
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
 
@@ -102,8 +99,7 @@ class DynamicBatcher:
         return min(request.untaken, self.max_batch)
 
     async def submit(self, items: Sequence[Any]) -> list[Any]:
-        if self.loop_task is None:
-            raise RuntimeError(f"the {self.name} batcher is not started")
+        self.check_started()
         check_encodable(items)
         if not items:
             return []
