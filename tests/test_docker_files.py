@@ -45,3 +45,24 @@ def test_compose_accepts_the_file() -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_every_start_of_the_server_bounds_its_shutdown_the_same_way() -> None:
+    """uvicorn reads UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN: the Makefile, both images and Compose set that one variable,
+    and Compose waits longer than it before killing the container."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "export UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN ?= 30" in makefile
+    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=30" in text and "--timeout-graceful-shutdown" not in text
+        assert "UVICORN_LIMIT_CONCURRENCY=" in text
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["environment"]["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"] == "${UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN:-30}"
+    assert int(api["stop_grace_period"].rstrip("s")) > 30
+
+
+def test_compose_listens_on_loopback_unless_told_otherwise() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("api", "api-gpu", "replica-1", "replica-2"):
+        assert services[name]["environment"]["UVICORN_HOST"] == "${CHARSERVE_BIND:-127.0.0.1}", name
+    assert "listen 127.0.0.1:8080;" in (ROOT / "docker" / "nginx.conf").read_text()
