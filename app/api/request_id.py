@@ -1,0 +1,36 @@
+"""X-Request-ID: the client's own when it is short and printable, else a new one; returned on every response and
+kept in the request's scope, where the access log (app/metrics.py) reads it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-request-id"
+VALID = re.compile(rb"[\x21-\x7e]{1,128}")  # visible ASCII: safe in a header and in a log line
+
+
+def request_id(scope: Scope) -> str | None:
+    return scope.get("state", {}).get("request_id")
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == HEADER), b"")
+        value = given.decode("ascii") if VALID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = value
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (HEADER, value.encode("ascii"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
