@@ -10,18 +10,14 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from app.admission import ConcurrencyLimitMiddleware
-from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
-from app.continuous import ContinuousBatcher, ContinuousSpeller
-from app.metrics import Metrics, MetricsMiddleware, watch_event_loop
-from app.poet import Poet
-from app.registry import ModelRegistry, ServedModel
-from app.routes import router
+from app.api.errors import add_error_handlers
+from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
+from app.api.routers import classify, correct, health, poem
+from app.catalog import ModelRegistry
+from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
-from app.speller import Speller
 
 log = logging.getLogger("charserve")
 YOUNG_COLLECTION_THRESHOLD = 10_000  # Python's default is 700 (see the lifespan)
@@ -38,40 +34,6 @@ def configure_logging(access_log: bool) -> None:
     logging.getLogger("charserve.access").disabled = not access_log
 
 
-def make_scheduler(
-    name: str, model: ServedModel, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics
-) -> DynamicBatcher | ContinuousBatcher | ContinuousSpeller:
-    """The poet batches continuously, and the speller when set so (on a CPU core whole requests measured
-    faster, docs/design.md); the others gather the texts of concurrent requests into one call."""
-    continuous = partial(ContinuousBatcher, deadline_s=settings.request_deadline_s, limiter=workers, metrics=metrics)
-    if isinstance(model, Speller) and settings.speller_scheduling == "continuous" and settings.batch_max_texts > 1:
-        words = continuous(
-            model,
-            max_batch=settings.speller_max_batch_words,
-            max_queue=settings.speller_max_queue_words,
-            join_fraction=settings.speller_join_fraction,
-        )
-        return ContinuousSpeller(model, words)
-    if isinstance(model, Poet):
-        return continuous(
-            model,
-            max_batch=settings.poet_max_batch,
-            max_queue=settings.poet_max_queue,
-            static=settings.poet_scheduling == "static",
-            padded=settings.poet_scheduling == "static_padded",
-        )
-    return DynamicBatcher(
-        name,
-        model.batch,  # every model but the poet answers whole texts
-        max_batch=settings.batch_max_texts,
-        max_wait_s=settings.batch_max_wait_ms / 1000,
-        max_queue=settings.max_queue_texts,
-        deadline_s=settings.request_deadline_s,
-        limiter=workers,
-        metrics=metrics,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.access_log)
@@ -82,21 +44,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A broken artifact raises here, naming the file, and uvicorn refuses to start.
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
         workers = anyio.CapacityLimiter(settings.inference_workers)  # shared: the cores are too
-        batchers = {
-            name: make_scheduler(name, model, settings, workers, metrics) for name, model in registry.models.items()
-        }
-        for batcher in batchers.values():
-            await batcher.start()
-        app.state.registry, app.state.batchers = registry, batchers
-        # The models' dictionaries, tries and vocabularies are long-lived objects by the million: every full
-        # collection walked them all, pausing the server for 205-232 ms under load. Frozen after start-up, they
-        # are left out, and a full collection walks only what requests made: 2-4 ms (python -m bench.gc_pauses).
+        schedulers = registry.schedulers(settings, workers, metrics)
+        for scheduler in schedulers.values():
+            await scheduler.start()
+        app.state.registry, app.state.schedulers = registry, schedulers
+        # The models' dictionaries, tries and vocabularies are long-lived objects by the million, and every full
+        # collection would walk them all, pausing the server for a long time under load. Frozen after start-up,
+        # they are left out, and a full collection walks only what requests made.
         gc.collect()
         gc.freeze()
         # Python collects its youngest objects each time 700 more are alive than at the last collection. The
-        # objects of 64 requests in flight pass that every few requests, and each collection walks them all:
-        # 17 µs a request at 64 concurrent (one every 6 requests). Raised, they run only when garbage piles up
-        # (python -m bench.gc_pauses).
+        # objects of a few dozen requests in flight pass that every few requests, and each collection walks them
+        # all. Raised, collections run only when garbage piles up (docs/design.md).
         thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
         watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
@@ -106,8 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.unfreeze()  # another app in this process (the tests) must not keep this one's objects frozen
         # uvicorn has drained the in-flight requests by now (SIGTERM: stop accepting, finish, then this).
         registry.ready = False
-        for batcher in batchers.values():
-            await batcher.stop()
+        for scheduler in schedulers.values():
+            await scheduler.stop()
 
     app = FastAPI(
         title="charserve",
@@ -118,19 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = ModelRegistry()
-    app.state.batchers = {}
-    app.include_router(router)
+    app.state.schedulers = {}
+    for router in (health.router, correct.router, classify.router, poem.router):
+        app.include_router(router)
+    add_error_handlers(app)
     # The last added is outermost: metrics see every request, refusals included; the limit refuses before routing.
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        return JSONResponse({"detail": f"overloaded: {exc}"}, status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(DeadlineExceeded)
-    async def deadline(_: Request, exc: DeadlineExceeded) -> JSONResponse:
-        return JSONResponse({"detail": f"deadline exceeded: {exc}"}, status_code=504)
 
     return app
 

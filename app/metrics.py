@@ -1,4 +1,4 @@
-"""Prometheus metrics (prometheus-client) and one structured access-log line per request.
+"""Prometheus metrics (prometheus-client): what the HTTP layer, the schedulers and the models count.
 
 Each app owns its registry, so that several apps in one process (the tests) never share counters.
 """
@@ -6,14 +6,9 @@ Each app owns its registry, so that several apps in one process (the tests) neve
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-access_log = logging.getLogger("charserve.access")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -79,41 +74,3 @@ async def watch_event_loop(metrics: Metrics, interval_s: float = LAG_INTERVAL_S)
         started = time.perf_counter()
         await asyncio.sleep(interval_s)
         metrics.loop_lag.observe(max(time.perf_counter() - started - interval_s, 0.0))
-
-
-class MetricsMiddleware:
-    """Counts, times and logs every HTTP request. A plain ASGI middleware: Starlette's `@app.middleware("http")`
-    wraps each request in extra tasks and streams, which cost as much as a small model call here."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            self._record(scope, status, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
-        # The route's template, not the raw path: unknown paths share one label instead of one each.
-        endpoint = getattr(scope.get("route"), "path", "unmatched")
-        if endpoint != "/metrics":
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(elapsed)
-        if not access_log.disabled:
-            client = scope.get("client")
-            line = {"method": scope["method"], "path": scope["path"], "status": status,
-                    "ms": round(elapsed * 1000, 2), "client": client[0] if client else None}  # fmt: skip
-            access_log.info(json.dumps(line))

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["auto", "float32", "int8"]
+
+
+def precision_field(graphs: str) -> Any:
+    return Field(
+        "auto",
+        description=f"{graphs}: auto: int8 on a CPU when the artifact has them, else float32 "
+        "(int8's quantized LSTM runs on the CPU only)",
+    )
+
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -41,21 +52,9 @@ class Settings(BaseSettings):
     )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
-    speller_precision: Literal["auto", "float32", "int8"] = Field(
-        "auto",
-        description="the speller's graphs: auto: int8 on a CPU when the artifact has them, else float32 "
-        "(int8's quantized LSTM runs on the CPU only)",
-    )
-    poet_precision: Literal["auto", "float32", "int8"] = Field(
-        "auto",
-        description="the poet's step graph: auto: int8 on a CPU when the artifact has it, else float32 "
-        "(int8's quantized LSTM runs on the CPU only)",
-    )
-    classifier_precision: Literal["auto", "float32", "int8"] = Field(
-        "auto",
-        description="the classifier's graph: auto: int8 on a CPU when the artifact has it, else float32 "
-        "(int8's quantized LSTM runs on the CPU only)",
-    )
+    speller_precision: Precision = precision_field("the speller's graphs")
+    poet_precision: Precision = precision_field("the poet's step graph")
+    classifier_precision: Precision = precision_field("the classifier's graph")
     speller_max_batch_words: int = Field(
         128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
     )

@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
-from app.batching import DynamicBatcher
-from app.classifier import Classifier
+from app.adapters.classifier import Classifier
+from app.engine.dynamic import DynamicBatcher
 from app.settings import Settings
 from bench.harness import run_record, save_report
 from bench.poem_batching import sgemm_peak

@@ -52,8 +52,8 @@ SERIES = {
 def probe(seconds: float) -> list[float]:
     """CPU ms per correction of one fixed batch of six misspellings, averaged over each second: in this process,
     one ONNX Runtime thread, on whatever cores it was started on."""
+    from app.adapters.speller.model import Speller
     from app.settings import Settings
-    from app.speller import Speller
 
     settings = Settings(intra_op_threads=1)
     speller = Speller(settings.models_dir / "speller", settings)

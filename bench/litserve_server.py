@@ -36,8 +36,8 @@ class CharserveAPI(ls.LitAPI):
         self.name = name
 
     def setup(self, device: str) -> None:
-        from app.classifier import Classifier
-        from app.speller import Speller
+        from app.adapters.classifier import Classifier
+        from app.adapters.speller.model import Speller
 
         settings = Settings()
         self.model = (Speller if self.name == "speller" else Classifier)(MODELS / self.name, settings)
@@ -70,7 +70,7 @@ class ContinuousSpellerAPI(ls.LitAPI):
                          loop=ContinuousBatchingLoop())  # fmt: skip
 
     def setup(self, device: str) -> None:
-        from app.speller import Speller
+        from app.adapters.speller.model import Speller
 
         self.model = Speller(MODELS / "speller", Settings())
         self.model.warm_up()

@@ -1,5 +1,5 @@
 """Overload: an open loop well past capacity, against the server with no bound on requests in progress, with
-uvicorn's `--limit-concurrency` (plain-text 503) and with ours (app/admission.py: JSON 503, the default).
+uvicorn's `--limit-concurrency` (plain-text 503) and with ours (app/api/middleware.py: JSON 503, the default).
 
     python -m bench.overload --rate 600 --seconds 8
 

@@ -61,7 +61,7 @@ STEP_CURVE = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from app.poet import Poet
+from app.adapters.poet import Poet
 from app.settings import Settings
 poet = Poet(Path(sys.argv[1]) / "poet", Settings(intra_op_threads=int(sys.argv[2])))
 curve = {}

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from app.poet import FORMS, Poet
+from app.adapters.poet import FORMS, Poet
 from app.settings import Settings
 from bench.harness import api_client, record_in_manifest, replace_block
 from training import poet_data

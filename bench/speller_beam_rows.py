@@ -3,7 +3,8 @@ batches of a few sizes (64 words a call is a full batch; 1 and 4 are what a ligh
 process on one core, with the answers' accuracy and how many answers differ from those of the largest batch
 (with int8 graphs a word's answer can depend on what shares its batch: ONNX Runtime quantizes each call's
 activations with that call's own range). Each batch size's time is split four ways, per word: the encoder
-graph, the decoder graph, the compiled beam step (app/beam_step.py) and the rest (the arrays around them).
+graph, the decoder graph, the compiled beam step (app/adapters/speller/beam_step.py)
+and the rest (the arrays around them).
 
     python -m bench.speller_beam_rows --data ../shared/data/spelling --repeats 3
 
@@ -17,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-import app.speller
+import app.adapters.speller.model
+from app.adapters.speller.model import Speller
 from app.settings import Settings
-from app.speller import Speller
 from bench.harness import run_record, save_report
 from training import speller_data
 
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     counting = CountingSession(speller.decoder)
     encoder = CountingSession(speller.encoder, rows_of="src")
     speller.decoder, speller.encoder = counting, encoder
-    step = TimedCall(app.speller.beam_step)
-    app.speller.beam_step = step  # what Speller._beam_step calls; this process only runs the bench
+    step = TimedCall(app.adapters.speller.model.beam_step)
+    app.adapters.speller.model.beam_step = step  # what Speller._beam_step calls; this process only runs the bench
     speller.correct_words(words[:64])  # warm up
     runs, reference = [], None
     for size in args.batch_sizes:

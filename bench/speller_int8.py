@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.adapters.speller.model import Speller
 from app.settings import Settings
-from app.speller import Speller
 from bench.harness import record_in_manifest, run_record, save_report
 from bench.load import misspellings
 from bench.speller_tune import DECODING

@@ -27,11 +27,11 @@ from typing import Any
 import anyio
 import onnx
 
-from app.batching import DynamicBatcher
-from app.continuous import ContinuousBatcher
+from app.adapters.speller.model import Speller
+from app.adapters.speller.rows import SpellRows
+from app.engine.continuous import ContinuousBatcher
+from app.engine.dynamic import DynamicBatcher
 from app.settings import Settings
-from app.speller import Speller
-from app.speller_rows import SpellRows
 from bench.harness import run_record, save_report
 from bench.load import BODIES
 from bench.poem_batching import sgemm_peak

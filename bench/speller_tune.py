@@ -4,7 +4,7 @@ Never on held-out data.
 
     python -m bench.speller_tune --data ../shared/data/spelling --write-manifest
 
-Runs the served decoder (app.speller) in-process over every setting in the grid and records the
+Runs the served decoder (app.adapters.speller.model) in-process over every setting in the grid and records the
 best in models/speller/manifest.json under "decoding", with the grid's figures. Pruning margins are tried
 last, on the best setting: the narrowest margin that loses no validation accuracy is kept, since a narrower
 one only ever decodes fewer rows.
@@ -18,8 +18,8 @@ import math
 import time
 from pathlib import Path
 
+from app.adapters.speller.model import Speller
 from app.settings import Settings
-from app.speller import Speller
 from bench.harness import record_in_manifest
 from bench.speller_beam_rows import CountingSession
 from training import speller_data

@@ -247,7 +247,7 @@ def artifact_copy(tiny_artifact: Path, tmp_path: Path) -> Path:
 
 def rewrite_checksums(folder: Path) -> None:
     """After a test edits an artifact's file on purpose, make the manifest agree with it again."""
-    from app.artifacts import sha256_file
+    from app.runtime.artifacts import sha256_file
 
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}

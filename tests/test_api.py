@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
-from app.admission import ConcurrencyLimitMiddleware
-from app.artifacts import select_providers
-from app.continuous import INLINE_CHARS
+from app.api.middleware import ConcurrencyLimitMiddleware
+from app.engine.fan_out import INLINE_CHARS
 from app.main import YOUNG_COLLECTION_THRESHOLD, create_app
 from app.metrics import Metrics, watch_event_loop
+from app.runtime.sessions import select_providers
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
 
@@ -126,7 +126,7 @@ def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
 
 def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tiny_artifact, speller_scheduling="dynamic"))) as dynamic:
-        batcher = dynamic.app.state.batchers["speller"]
+        batcher = dynamic.app.state.schedulers["speller"]
         batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
         response = dynamic.post("/correct", json={"text": "teh"})
         batcher.queued_items = 0
@@ -138,7 +138,7 @@ def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
 def test_overload_is_refused_fast_when_words_batch_continuously(tiny_artifact: Path) -> None:
     settings = Settings(models_dir=tiny_artifact, speller_scheduling="continuous", speller_max_queue_words=2)
     with TestClient(create_app(settings)) as continuous:
-        words = continuous.app.state.batchers["speller"].words
+        words = continuous.app.state.schedulers["speller"].items
         assert continuous.post("/correct", json={"text": "teh wich abuot"}).status_code == 200  # 3 words: in
         words.waiting += [object(), object()]  # as if two words were waiting (the idle loop is not woken)
         response = continuous.post("/correct", json={"text": "teh"})

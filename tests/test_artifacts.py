@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.artifacts import ArtifactError
+from app.adapters.speller.model import Speller
 from app.main import create_app
+from app.runtime.artifacts import ArtifactError
 from app.settings import Settings
-from app.speller import Speller
 from tests.conftest import rewrite_checksums
 
 

@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from app.batching import DeadlineExceeded, DynamicBatcher, Overloaded
+from app.engine.dynamic import DeadlineExceeded, DynamicBatcher, Overloaded
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fastapi.testclient import TestClient
 
-from app.poet import Poet
+from app.adapters.poet import Poet
+from app.adapters.speller.model import Speller as ServedSpeller
+from app.adapters.speller.rows import SpellRows
 from app.settings import Settings
-from app.speller import Speller as ServedSpeller
-from app.speller_rows import SpellRows
 from bench.latency_tail import compare, cpu_seconds, scraped_counters, windows
 from bench.load import Result, _one, frozen_heap
 from bench.naive_server import create_app as naive_app

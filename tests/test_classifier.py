@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.classifier import Classifier
-from app.classifier import normalise as served_normalise
+from app.adapters.classifier import Classifier
+from app.adapters.classifier import normalise as served_normalise
 from app.settings import Settings
 from tests.conftest import tiny_classifier_args
 from training import classifier_data, wordnet
@@ -105,7 +105,7 @@ def test_the_artifact_carries_the_lexicon_and_its_licence(tiny_artifact: Path) -
 def test_a_broken_lexicon_table_stops_start_up_naming_the_file(tiny_artifact: Path, tmp_path: Path) -> None:
     import shutil
 
-    from app.artifacts import ArtifactError, sha256_file
+    from app.runtime.artifacts import ArtifactError, sha256_file
 
     folder = tmp_path / "classifier"
     shutil.copytree(tiny_artifact / "classifier", folder)
@@ -249,7 +249,7 @@ def test_int8_weights_and_the_int8_graph_serve_close_to_the_trained_model(
 
 def test_a_large_call_runs_in_length_sorted_chunks_and_answers_in_order(tiny_artifact: Path) -> None:
     """More names than a chunk, of mixed lengths: each answer is the one the name gets alone, in the caller's order."""
-    from app.classifier import CHUNK
+    from app.adapters.classifier import CHUNK
 
     served = Classifier(tiny_artifact / "classifier", Settings())
     texts = [("Okafor_University_of_the_" * (i % 5)) + f"Anna_{'x' * (i % 7)}" for i in range(2 * CHUNK + 5)]

@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from app.classifier import Classifier
+from app.adapters.classifier import Classifier
+from app.adapters.poet import Poet
+from app.adapters.speller.model import Speller
 from app.main import create_app
-from app.poet import Poet
 from app.settings import Settings
-from app.speller import Speller
 from tests.conftest import BUNDLED_MODELS
 
 pytestmark = pytest.mark.skipif(

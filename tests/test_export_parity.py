@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.speller_rows import DecoderRows
+from app.adapters.speller.rows import DecoderRows
 from training.export import SpellerDecoderStepTable, export_decoder_step, export_speller
 from training.speller_model import Speller, mask_bias
 
@@ -76,7 +76,7 @@ def test_encoder_and_decoder_step_match_pytorch(exported, table_step, batch: int
 
 @pytest.mark.parametrize("live", [[4, 1, 2], [1, 1, 1], [4, 4, 4], [3, 4, 1]])
 def test_a_step_over_live_rows_only_computes_what_the_whole_group_does(exported, table_step, live: list[int]) -> None:
-    """Each word's first `live` rows of its group of 4 (its live hypotheses), as app/speller_rows.py feeds them:
+    """Each word's first `live` rows of its group of 4 (its live hypotheses), as the speller adapter feeds them:
     both step graphs give those rows exactly what they give them when every row of every group is computed."""
     _, encoder, decoder = exported
     group, rng = 4, np.random.default_rng(sum(live))

@@ -18,11 +18,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.artifacts import ArtifactError
-from app.batching import Overloaded
-from app.continuous import ContinuousBatcher
+from app.adapters.poet import FORMS, PoemRequestError, PoemRows, Poet
+from app.engine.continuous import ContinuousBatcher
+from app.engine.dynamic import Overloaded
 from app.main import create_app
-from app.poet import FORMS, PoemRequestError, PoemRows, Poet
+from app.runtime.artifacts import ArtifactError
 from app.settings import Settings
 from tests.conftest import tiny_poet_args
 from training import poet_data

@@ -1,4 +1,4 @@
-from app.text import candidate_words, case_shape, restore_case
+from app.adapters.speller.text import candidate_words, case_shape, restore_case
 
 
 def words(text: str) -> list[tuple[int, int, str]]:

@@ -14,12 +14,12 @@ import torch
 from fastapi.testclient import TestClient
 from rapidfuzz.distance import OSA
 
-from app.beam_step import beam_step, extend_edits, live_counts, live_layout
-from app.continuous import ContinuousBatcher
+from app.adapters.speller.beam_step import beam_step, extend_edits, live_counts, live_layout
+from app.adapters.speller.model import Speller as ServedSpeller
+from app.adapters.speller.rows import SpellRows
+from app.engine.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
-from app.speller import Speller as ServedSpeller
-from app.speller_rows import SpellRows
 from bench.speller_beam_rows import CountingSession
 from tests.conftest import BUNDLED_MODELS, rewrite_checksums, tiny_training_args
 from training.export import load_speller
@@ -77,7 +77,7 @@ def test_measured_blocks_survive_a_re_export_of_the_same_weights(tiny_run: Path,
 
 
 def test_the_speller_runs_its_int8_graphs_on_a_cpu_and_float32_when_asked(tiny_run: Path, tmp_path: Path) -> None:
-    from app.artifacts import ArtifactError
+    from app.runtime.artifacts import ArtifactError
     from training.export import write_speller_artifact
 
     out = tmp_path / "speller"
@@ -370,7 +370,7 @@ def test_pruning_keeps_each_words_hypotheses_within_the_margin_of_its_best() -> 
 
 
 def test_the_compiled_beam_step_is_compiled_once_for_every_batch_shape(tiny_artifact: Path) -> None:
-    """numba compiles app/beam_step.py once per layout of its arguments: a strided or Fortran-ordered array that
+    """numba compiles the speller's beam step once per layout of its arguments: a strided or Fortran-ordered array that
     reached it only on some path (a word joining a running batch, say) would stall that call for seconds
     while it compiled again. Lone words, batches, words leaving and words joining all share one version."""
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_oov_penalty=0))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from app.trie import ROOT, DictionaryTrie
+from app.adapters.speller.trie import ROOT, DictionaryTrie
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", *"abcdefghijklmnopqrstuvwxyz"]
 IDS = {ch: i for i, ch in enumerate(VOCAB) if len(ch) == 1}

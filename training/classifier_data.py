@@ -30,7 +30,7 @@ WORD = re.compile(r"[^\W\d_]+")
 def normalise(title: str) -> str:
     """A title as the model sees it: percent-decoded, `_` as spaces, NFC, trimmed.
 
-    app/classifier.py has the same function (app and training share no module, only the manifest);
+    app/adapters/classifier.py has the same function (app and training share no module, only the manifest);
     tests/test_classifier.py checks the two agree.
     """
     return unicodedata.normalize("NFC", unquote(title).replace("_", " ")).strip()
@@ -81,7 +81,7 @@ class Lexicon:
     at each character of a word the source knows, the word's vector and a 1 (zeros elsewhere): whether `Ten
     Desires` is made of common English words, or `Cross Bayou` ends in a kind of place, is what a character
     reader cannot learn from 18,000 names alone. A word the source lacks is tried again with each suffix rule in
-    turn (WordNet's morphy: `farms` → farm). app/classifier.py reads the same table (tests hold them equal)."""
+    turn (WordNet's morphy: `farms` → farm). app/adapters/classifier.py reads the same table (tests hold them equal)."""
 
     values: dict[str, tuple[float, ...]]
     names: tuple[str, ...]  # what each number of a vector is

@@ -152,7 +152,7 @@ SPELLER_DECODER_IO = {
 
 def precision_lists(roles: list[str], graphs: dict[str, Path]) -> dict[str, list[str]]:
     """The manifest's "precision": each precision's graphs, one per role in `roles` and in its order (what the
-    service reads, app.artifacts.choose_precision); int8 only when every role has its `<role>_int8` graph."""
+    service reads, app.runtime.sessions.choose_precision); int8 only when every role has its `<role>_int8` graph."""
     lists = {"float32": roles}
     if all(f"{role}_int8" in graphs for role in roles):
         lists["int8"] = [f"{role}_int8" for role in roles]
@@ -515,7 +515,7 @@ def store_int8(path: Path, min_elements: int = 1024) -> None:
     output channel, each followed by a DequantizeLinear back to float32.
 
     A quarter of the float32 file. ONNX Runtime folds the DequantizeLinear nodes into float32 weights when it
-    loads the graph with QDQ fusion off (app/artifacts.py does that for this graph), so it computes in float32
+    loads the graph with QDQ fusion off (app/runtime/sessions.py does that for this graph), so it computes in float32
     on any provider, a GPU's included; only the rounding of the weights changes (measured by bench/poet_quality.py).
     """
     model = onnx.load(str(path))

@@ -44,7 +44,7 @@ OFFSET = 2**23
 
 def graph_weights(path: Path) -> dict[str, np.ndarray]:
     """The float weights of the graph at `path`, by name: its float initializers, and the outputs of the
-    DequantizeLinear nodes that read only initializers (weights stored as int8, app/artifacts.py)."""
+    DequantizeLinear nodes that read only initializers (weights stored as int8, app/runtime/artifacts.py)."""
     graph = onnx.load(str(path)).graph
     stored = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     weights = {name: value for name, value in stored.items() if value.dtype == np.float32}

@@ -23,7 +23,7 @@ Pair = tuple[str, str]  # (misspelling, correct word)
 
 
 def sha256_file(path: Path) -> str:
-    # app/artifacts.py has its twin on purpose: training and app share no module, only the manifest.
+    # app/runtime/artifacts.py has its twin on purpose: training and app share no module, only the manifest.
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -65,7 +65,7 @@ def beam_step(
     here: np.ndarray,
     group: int,
     beam: int,
-    # the rows' state: trie node, last token, tokens so far, edit-table rows (see app/speller_rows.py)
+    # the rows' state: trie node, last token, tokens so far, edit-table rows (see app/adapters/speller/rows.py)
     row_nodes: np.ndarray,
     row_token: np.ndarray,
     row_history: np.ndarray,
@@ -78,7 +78,7 @@ def beam_step(
     length: np.ndarray,
     best: np.ndarray,
     best_ids: np.ndarray,
-    # the dictionary trie's tables (app/trie.py)
+    # the dictionary trie's tables (app/adapters/speller/trie.py)
     allowed: np.ndarray,
     children: np.ndarray,
     log_prior: np.ndarray,

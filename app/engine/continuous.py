@@ -1,4 +1,4 @@
-"""Continuous (iteration-level) batching for a step-wise decoder (app/step_model.py): the poet, the speller.
+"""Continuous (iteration-level) batching for a step-wise decoder (app/engine/protocol.py): the poet, the speller.
 
 One loop per model runs decoder steps over the live batch. Between two steps, waiting items (poems, words)
 join (continuous) and finished ones leave at once, so the batch holds only live rows and a short poem never
@@ -6,7 +6,7 @@ waits for a long one. Two baselines for bench/poem_batching.py: `static=True` ad
 empty batch; `padded=True` as well keeps an ended item's row in every step until the batch's last item ends,
 its work thrown away (the textbook static batch, as a padded batch decodes).
 
-As for dynamic batching (app/batching.py): a bounded queue (Overloaded → 503), a per-request deadline
+As for dynamic batching (app/engine/dynamic.py): a bounded queue (Overloaded → 503), a per-request deadline
 (DeadlineExceeded → 504), rows of requests that went away are dropped at the next step, a step that raises
 fails only the rows it ran, steps run in worker threads, never on the event loop.
 """
@@ -24,14 +24,11 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from app.batching import DeadlineExceeded, Overloaded
+from app.engine.errors import DeadlineExceeded, Overloaded
+from app.engine.protocol import StepModel, StreamingModel
 from app.metrics import Metrics
-from app.speller import CorrectedText, Speller
-from app.step_model import StepModel, StreamingModel
 
 log = logging.getLogger("charserve.continuous")
-
-INLINE_CHARS = 2000  # /correct texts up to this many characters in all are tokenised on the event loop
 
 
 @dataclass
@@ -213,29 +210,3 @@ class ContinuousBatcher(Generic[ModelT]):
         if keep.all():
             return rows, live
         return rows.take(keep), [job for job, k in zip(live, keep, strict=True) if k]
-
-
-class ContinuousSpeller:
-    """/correct on continuous batching: every unknown word of a request's texts joins the running beam search
-    at the next step, whatever else is being corrected, and leaves it as soon as its searches end."""
-
-    def __init__(self, speller: Speller, words: ContinuousBatcher[Speller]) -> None:
-        self.speller, self.words = speller, words
-
-    async def start(self) -> None:
-        await self.words.start()
-
-    async def stop(self) -> None:
-        await self.words.stop()
-
-    async def submit(self, texts: list[str]) -> list[CorrectedText]:
-        # Tokenising a full request (64 texts of 2,000 characters) takes tens of milliseconds: off the event
-        # loop then. A short one costs less than the hop to a worker thread.
-        small = sum(map(len, texts)) <= INLINE_CHARS
-        found, unknown = self.speller.unknown_words(texts) if small else await anyio.to_thread.run_sync(
-            self.speller.unknown_words, texts
-        )  # fmt: skip
-        fixed = dict(zip(unknown, await self.words.submit_many(unknown), strict=True))
-        if small:
-            return self.speller.apply(texts, found, fixed)
-        return await anyio.to_thread.run_sync(self.speller.apply, texts, found, fixed)

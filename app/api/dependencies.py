@@ -6,13 +6,14 @@ holds (docs/design.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from fastapi import HTTPException, Request
 
-from app.batching import DynamicBatcher
-from app.continuous import ContinuousBatcher, ContinuousSpeller
+from app.catalog import ModelRegistry
+from app.engine.protocol import Scheduler
 from app.metrics import Metrics
-from app.poet import Poet
-from app.registry import ModelRegistry
 from app.settings import Settings
 
 
@@ -28,27 +29,39 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def _batcher(request: Request, name: str) -> DynamicBatcher | ContinuousBatcher | ContinuousSpeller:
-    batcher = request.app.state.batchers.get(name)
-    if batcher is None:
-        # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
-        raise HTTPException(503, f"the {name} is not loaded", headers={"Retry-After": "5"})
-    return batcher
+def _not_loaded(name: str) -> HTTPException:
+    # Loading, or left out of CHARSERVE_MODELS on purpose: either way not this process's to answer now.
+    return HTTPException(503, f"the {name} is not loaded", headers={"Retry-After": "5"})
 
 
-async def get_speller(request: Request) -> DynamicBatcher | ContinuousSpeller:
-    """The speller's scheduler: texts in, CorrectedText out, batched with other requests' texts or words."""
-    return _batcher(request, "speller")
+def scheduler_of(name: str) -> Callable[[Request], Awaitable[Scheduler]]:
+    """A dependency giving the named model's scheduler: the requests' items in, their answers out."""
+
+    async def scheduler(request: Request) -> Scheduler:
+        found = request.app.state.schedulers.get(name)
+        if found is None:
+            raise _not_loaded(name)
+        return found
+
+    return scheduler
 
 
-async def get_classifier(request: Request) -> DynamicBatcher:
-    """The classifier's scheduler: names in, Classification out, batched with other requests' names."""
-    return _batcher(request, "classifier")
+def model_of(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency giving the named model's adapter, for what a route asks of it before scheduling."""
+
+    async def model(request: Request) -> Any:
+        found = request.app.state.registry.models.get(name)
+        if found is None:
+            raise _not_loaded(name)
+        return found
+
+    return model
 
 
-async def get_poet(request: Request) -> ContinuousBatcher[Poet]:
-    """The poet's scheduler: plans in, poems out, one character of every live poem per step."""
-    return _batcher(request, "poet")
+get_speller = scheduler_of("speller")
+get_classifier = scheduler_of("classifier")
+get_poet = scheduler_of("poet")
+get_poet_model = model_of("poet")
 
 
 async def require_json(request: Request) -> None:

@@ -10,7 +10,7 @@ A word whose search has ended leaves its row group at once, so later steps pay o
 word itself leaves the batch when both of its searches have ended.
 
 Words can join a running batch (`concat`) and leave it (`take`) between two steps: this is what lets
-app/continuous.py batch words continuously across requests.
+app/engine/continuous.py batch words continuously across requests.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from app.beam_step import live_layout
+from app.adapters.speller.beam_step import live_layout
 
 NEG_INF = np.float32(-1e9)
 

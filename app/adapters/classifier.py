@@ -11,17 +11,16 @@ from urllib.parse import unquote
 import numpy as np
 import onnxruntime as ort
 
-from app.arrays import pad_rows
-from app.artifacts import (
+from app.adapters.arrays import pad_rows
+from app.metrics import Metrics
+from app.runtime.artifacts import (
     ArtifactError,
     Manifest,
     ManifestModel,
     checksummed,
-    choose_precision,
     load_manifest,
-    open_session,
 )
-from app.metrics import Metrics
+from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
 
 
@@ -30,8 +29,8 @@ def normalise(title: str) -> str:
     return unicodedata.normalize("NFC", unquote(title).replace("_", " ")).strip()
 
 
-# Names a graph run, sorted by length: 64 test names took 95-101 ms in one run, 49-55 ms in runs of 8 to 16,
-# 61-64 ms in two runs of 32 (int8 graph, one thread; docs/classifier_wordnet.md).
+# Names a graph run, sorted by length: the graph runs every name to the longest one's length, so short runs of
+# names of like length waste less than one long run (docs/classifier_wordnet.md).
 CHUNK = 16
 
 # As training/classifier_data.py: a word is a run of letters; digits, `_` and punctuation end it.

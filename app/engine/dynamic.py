@@ -20,17 +20,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from app.engine.errors import DeadlineExceeded, Overloaded
 from app.metrics import Metrics
 
 log = logging.getLogger("charserve.batching")
-
-
-class Overloaded(Exception):
-    """The model's queue is full; the client should retry later."""
-
-
-class DeadlineExceeded(Exception):
-    """A request was not answered within its deadline."""
 
 
 @dataclass

@@ -14,23 +14,22 @@ import onnxruntime as ort
 from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
-from app.arrays import pad_rows
-from app.artifacts import (
+from app.adapters.arrays import pad_rows
+from app.adapters.speller.beam_step import beam_step, live_counts
+from app.adapters.speller.rows import NEG_INF, DecoderRows, SpellRows
+from app.adapters.speller.text import Token, candidate_words, restore_case
+from app.adapters.speller.trie import ROOT, DictionaryTrie
+from app.engine.protocol import decode_all
+from app.metrics import Metrics
+from app.runtime.artifacts import (
     ArtifactError,
     Manifest,
     ManifestModel,
-    choose_precision,
     load_manifest,
-    open_session,
     read_word_counts,
 )
-from app.beam_step import beam_step, live_counts
-from app.metrics import Metrics
+from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
-from app.speller_rows import NEG_INF, DecoderRows, SpellRows
-from app.step_model import decode_all
-from app.text import Token, candidate_words, restore_case
-from app.trie import ROOT, DictionaryTrie
 
 
 @dataclass(frozen=True)
@@ -235,7 +234,7 @@ class Speller(ManifestModel):
         − edit_penalty · edit distance(word, misspelling): without the last term, short frequent words
         that end early beat the longer right ones. With beam 1 and both weights 0 it is constrained greedy. With a
         pruning margin, continuations that far below the word's best of the step are dropped (rows saved).
-        One decoder call for every live row, then one compiled call (app/beam_step.py) for the bookkeeping.
+        One decoder call for every live row, then one compiled call (beam_step.py) for the bookkeeping.
         Returns the rows decoded and whether a word's search ended."""
         g, trie = rows.beam, self.trie
         here = np.ascontiguousarray(g.word[:: g.group])  # the searching words, in the order of their rows
@@ -320,6 +319,16 @@ class Speller(ManifestModel):
             chunk = unknown[start : start + self.max_batch_words]
             fixed.update(zip(chunk, self.correct_words(chunk), strict=True))
         return self.apply(texts, found, fixed)
+
+    def split(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
+        """For continuous batching: each text's candidate words, and the unknown ones to decode."""
+        return self.unknown_words(texts)
+
+    def join(
+        self, texts: list[str], found: list[list[Token]], words: list[str], corrections: list[str]
+    ) -> list[CorrectedText]:
+        """For continuous batching: the texts with each decoded word's correction applied."""
+        return self.apply(texts, found, dict(zip(words, corrections, strict=True)))
 
     def unknown_words(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
         """Each text's candidate words, and the distinct lowercase ones no dictionary knows: those to decode."""

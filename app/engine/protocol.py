@@ -1,6 +1,12 @@
-"""What a step-wise decoder offers its schedulers: a batch of rows that requests can join and leave between
-steps. The poet (a row per poem) and the speller (rows per word) both offer it; app/continuous.py batches
-them continuously, `decode_all` runs one fixed batch to its end.
+"""The small protocols between the engine and the models: the engine's schedulers know these, never a model.
+
+- `BatchModel`: answers a list of items in one call (the classifier; the speller when batched dynamically).
+- `StepModel`: a step-wise decoder whose batch of rows requests can join and leave between steps (the poet, a
+  row per poem; the speller, rows per word); app/engine/continuous.py batches it continuously, `decode_all` runs
+  one fixed batch to its end.
+- `ItemSplitter`: a model whose requests carry texts but which decodes smaller items of them (the speller's
+  unknown words), so that each item can join the running batch on its own (app/engine/fan_out.py).
+- `Scheduler`: what a route awaits, whichever scheduler serves the model.
 """
 
 from __future__ import annotations
@@ -8,6 +14,34 @@ from __future__ import annotations
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
+
+
+class Scheduler(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(self, items: Any) -> Any:
+        """The answers of one request's items (or of one plan, for a scheduler of single plans)."""
+        ...
+
+
+class BatchModel(Protocol):
+    name: str
+
+    def batch(self, items: list[Any]) -> list[Any]:
+        """One answer per item, in order."""
+        ...
+
+
+class ItemSplitter(Protocol):
+    def split(self, texts: list[str]) -> tuple[Any, list[Any]]:
+        """What the texts hold for `join` to use, and the distinct items to decode."""
+        ...
+
+    def join(self, texts: list[str], found: Any, items: list[Any], answers: list[Any]) -> list[Any]:
+        """One answer per text, from what `split` found and each item's answer."""
+        ...
 
 
 class Rows(Protocol):

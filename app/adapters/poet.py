@@ -2,7 +2,7 @@
 every live poem of the batch in one graph call, the form's rules applied as one boolean mask per step.
 
 A poem's rows live in `PoemRows` (arrays, one row per poem), so poems can join and leave the running batch
-between steps (app/continuous.py). Nothing here loops over characters or vocabulary entries in Python.
+between steps (app/engine/continuous.py). Nothing here loops over characters or vocabulary entries in Python.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.artifacts import ArtifactError, Manifest, ManifestModel, choose_precision, load_manifest, open_session
+from app.engine.protocol import decode_all
 from app.metrics import Metrics
+from app.runtime.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest
+from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
-from app.step_model import decode_all
 
 CONTENT, FREE = -1, -2  # plan entries: any poem character / the free form's rules; ≥ 0: that token, forced
 MIN_LINE, MAX_LINE = 3, 11  # the free form's line lengths: short lines would let greedy decoding repeat them
@@ -169,6 +170,7 @@ class Poet(ManifestModel):
     def plan(
         self,
         form: str,
+        *,
         prompt: str = "",
         acrostic: str = "",
         temperature: float = 0.0,

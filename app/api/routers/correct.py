@@ -1,0 +1,35 @@
+"""POST /correct: English misspellings corrected, each correction with its place in the text."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from app.api.dependencies import get_settings, get_speller, require_json
+from app.api.errors import ERRORS
+from app.api.limits import check_limits
+from app.api.schemas import CorrectRequest, CorrectResponse, CorrectResult
+from app.engine.protocol import Scheduler
+from app.settings import Settings
+
+router = APIRouter(tags=["speller"])
+
+
+@router.post(
+    "/correct",
+    response_model=CorrectResponse,
+    responses=ERRORS,
+    dependencies=[Depends(require_json)],
+    summary="Correct the English misspellings of one or more texts",
+)
+async def correct(
+    request: CorrectRequest,
+    speller: Annotated[Scheduler, Depends(get_speller)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> CorrectResponse:
+    texts = check_limits(request, settings)
+    corrected = await speller.submit(texts)
+    return CorrectResponse(
+        results=[CorrectResult(text=r.text, corrections=[vars(c) for c in r.corrections]) for r in corrected]
+    )

@@ -1,0 +1,72 @@
+"""POST /poem: a classical Chinese poem in a given form, whole or streamed as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import StreamingResponse
+
+from app.adapters.poet import PoemRequestError, Poet
+from app.api.dependencies import get_poet, get_poet_model, require_json
+from app.api.errors import ERRORS
+from app.api.schemas import PoemRequest, PoemResponse
+from app.engine.continuous import ContinuousBatcher
+from app.engine.errors import DeadlineExceeded
+
+router = APIRouter(tags=["poet"])
+
+# The request's fields that say what to write; `stream` only says how to answer.
+PLAN_FIELDS = {"form", "prompt", "acrostic", "temperature", "top_k", "seed", "max_chars"}
+
+
+def sse(event: str, data: object) -> str:
+    """One server-sent event (text/event-stream): the event's name and its JSON payload."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post(
+    "/poem",
+    response_model=PoemResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the poem; with `stream: true`, server-sent events instead: `char` events, one per "
+            "character as it is written, then one `poem` event with this body (or an `error` event)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    dependencies=[Depends(require_json)],
+    summary="Write a classical Chinese poem in a given form, optionally an acrostic",
+)
+async def poem(
+    request: PoemRequest,
+    poet: Annotated[ContinuousBatcher[Poet], Depends(get_poet)],
+    model: Annotated[Poet, Depends(get_poet_model)],
+) -> PoemResponse | StreamingResponse:
+    """Every regular form comes back exactly: its lines and characters per line, `，` and `。` alternating at
+    line ends and nowhere else, the acrostic's characters opening the lines. No character pair repeats
+    within a poem and no two lines open alike, so greedy decoding neither loops nor repeats a line."""
+    try:
+        plan = model.plan(**request.model_dump(include=PLAN_FIELDS))
+    except PoemRequestError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if not request.stream:
+        written = await poet.submit(plan)
+        return PoemResponse(poem=written.poem, lines=written.lines, form=written.form, seed=written.seed)
+
+    characters, finished = await poet.stream(plan)  # a full queue raises here: 503 before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for ch in characters:
+                yield sse("char", {"char": ch})
+            written = await finished
+            body = PoemResponse(poem=written.poem, lines=written.lines, form=written.form, seed=written.seed)
+            yield sse("poem", body.model_dump())
+        except DeadlineExceeded as exc:
+            yield sse("error", {"detail": f"deadline exceeded: {exc}"})
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
