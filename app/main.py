@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.errors import add_error_handlers
-from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
+from app.api.guards import add_middlewares
 from app.api.routers import classify, correct, health, poem
 from app.catalog import ModelRegistry
 from app.metrics import Metrics, watch_event_loop
@@ -81,9 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, correct.router, classify.router, poem.router):
         app.include_router(router)
     add_error_handlers(app)
-    # The last added is outermost: metrics see every request, refusals included; the limit refuses before routing.
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    add_middlewares(app, settings, metrics)
 
     return app
 

@@ -100,4 +100,20 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a request's model work must finish within this many seconds; beyond: 504"
     )
     access_log: bool = Field(True, description="one JSON line per request on the charserve.access logger")
-    max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1, description="request body size; past it 413, counted as the body arrives (chunked too)"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="a request's whole body must arrive within this many seconds; past it 408"
+    )
+    api_keys: Path | None = Field(
+        None,
+        description="file of SHA-256 hex digests of the accepted API keys, one a line; when set, requests need "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>` (else 401)",
+    )
+    api_keys_open_probes: bool = Field(
+        True, description="with api_keys: /health, /ready and /metrics answer without a key"
+    )
+    cors_origins: list[str] = Field(
+        [], description='origins browsers may call the API from (JSON list, e.g. ["https://example.org"]); none: off'
+    )

@@ -90,9 +90,7 @@ def test_cors_answers_only_the_allowed_origins(plain: TestClient, tiny_artifact:
         assert "access-control-allow-origin" not in answer.headers
 
 
-def test_a_request_id_is_kept_or_made_returned_and_logged(
-    plain: TestClient, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_request_id_is_kept_or_made_returned_and_logged(plain: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="charserve.access"):
         kept = plain.post("/correct", json={"text": "teh"}, headers={"X-Request-ID": "client-42"})
         made = plain.get("/health")

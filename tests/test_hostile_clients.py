@@ -120,7 +120,7 @@ def test_a_declared_length_over_the_limit_is_refused_unread(client: TestClient) 
 
 
 def test_an_unhandled_error_is_a_json_500_and_the_next_request_is_answered(client: TestClient) -> None:
-    classifier = client.app.state.batchers["classifier"]
+    classifier = client.app.state.schedulers["classifier"]
     working = classifier.fn
 
     def broken(texts: list[str]) -> list:
@@ -194,7 +194,7 @@ def request_bytes(method: str, path: str, body: bytes = b"", close: bool = False
 def test_pipelined_requests_after_a_500_are_still_answered(tiny_artifact: Path) -> None:
     app = create_app(Settings(models_dir=tiny_artifact))
     with LiveServer(app) as server:
-        app.state.batchers["classifier"].fn = lambda texts: 1 / 0
+        app.state.schedulers["classifier"].fn = lambda texts: 1 / 0
         with server.connect() as sock:
             sock.sendall(
                 request_bytes("POST", "/classify", b'{"text": "Antonio_Veciana"}')

@@ -16,7 +16,7 @@ from pathlib import Path
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.admission import ALWAYS_ANSWERED
+from app.api.middleware import ALWAYS_ANSWERED
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 

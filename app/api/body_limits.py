@@ -1,7 +1,7 @@
 """The request body, read whole before the app sees the request: bounded in size while it is read, and in time.
 
 A client that sends headers and then stalls, or trickles its body, would otherwise hold an admission slot
-(app/admission.py) and a task for as long as it likes; one that sends a chunked body declares no length, so
+(app/api/middleware.py) and a task for as long as it likes; one that sends a chunked body declares no length, so
 a check of `Content-Length` alone would let it through. Here the bytes are counted as they arrive (413 the
 moment they pass the limit) and the whole body must arrive within a bound (408 past it). Only then does the
 request go on to admission and routing, with the body replayed to them.

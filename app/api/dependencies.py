@@ -65,11 +65,7 @@ get_poet_model = model_of("poet")
 
 
 async def require_json(request: Request) -> None:
-    """JSON bodies only, and none larger than the settings allow (checked before the body is read)."""
-    limit = request.app.state.settings.max_body_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"the body has {length} bytes; the limit is {limit}")
+    """JSON bodies only (their size is bounded before this, as they are read: app/api/body_limits.py)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise HTTPException(415, f"send the body as application/json, not {content_type or 'no content type'}")

@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.middleware.cors import CORSMiddleware
 
-from app.admission import ConcurrencyLimitMiddleware
 from app.api.auth import ApiKeyMiddleware, load_key_hashes
 from app.api.body_limits import BodyReaderMiddleware
+from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
 from app.api.request_id import RequestIdMiddleware
 from app.api.safe_errors import UnhandledErrorMiddleware, validation_error
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics
 from app.settings import Settings
 
 

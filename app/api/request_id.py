@@ -1,5 +1,5 @@
 """X-Request-ID: the client's own when it is short and printable, else a new one; returned on every response and
-kept in the request's scope, where the access log (app/metrics.py) reads it."""
+kept in the request's scope, where the access log (app/api/middleware.py) reads it."""
 
 from __future__ import annotations
 

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends
 
 from app.api.dependencies import get_settings, get_speller, require_json
 from app.api.errors import ERRORS
+from app.api.json_body import StrictJSONRoute
 from app.api.limits import check_limits
 from app.api.schemas import CorrectRequest, CorrectResponse, CorrectResult
 from app.engine.protocol import Scheduler
 from app.settings import Settings
 
-router = APIRouter(tags=["speller"])
+router = APIRouter(tags=["speller"], route_class=StrictJSONRoute)
 
 
 @router.post(

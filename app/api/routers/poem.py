@@ -6,17 +6,18 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 
 from app.adapters.poet import PoemRequestError, Poet
 from app.api.dependencies import get_poet, get_poet_model, require_json
 from app.api.errors import ERRORS
-from app.api.schemas import PoemRequest, PoemResponse
+from app.api.json_body import StrictJSONRoute
+from app.api.schemas import POEM_EXAMPLES, PoemRequest, PoemResponse
 from app.engine.continuous import ContinuousBatcher
 from app.engine.errors import DeadlineExceeded
 
-router = APIRouter(tags=["poet"])
+router = APIRouter(tags=["poet"], route_class=StrictJSONRoute)
 
 # The request's fields that say what to write; `stream` only says how to answer.
 PLAN_FIELDS = {"form", "prompt", "acrostic", "temperature", "top_k", "seed", "max_chars"}
@@ -33,16 +34,22 @@ def sse(event: str, data: object) -> str:
     responses={
         **ERRORS,
         200: {
-            "description": "the poem; with `stream: true`, server-sent events instead: `char` events, one per "
-            "character as it is written, then one `poem` event with this body (or an `error` event)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "the poem; with `stream: true`, server-sent events instead (text/event-stream): `char` "
+            'events, one per character as it is written (`data: {"char": "春"}`), then one `poem` event whose data '
+            'is the JSON body above, or an `error` event (`data: {"detail": "..."}`)',
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string", "format": "event-stream"},
+                    "example": 'event: char\ndata: {"char": "春"}\n\n',
+                }
+            },
         },
     },
     dependencies=[Depends(require_json)],
     summary="Write a classical Chinese poem in a given form, optionally an acrostic",
 )
 async def poem(
-    request: PoemRequest,
+    request: Annotated[PoemRequest, Body(examples=POEM_EXAMPLES)],
     poet: Annotated[ContinuousBatcher[Poet], Depends(get_poet)],
     model: Annotated[Poet, Depends(get_poet_model)],
 ) -> PoemResponse | StreamingResponse:
