@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from app.api.errors import add_error_handlers
 from app.api.guards import add_middlewares
+from app.api.openapi import document_settings
 from app.api.routers import classify, correct, health, poem
 from app.catalog import ModelRegistry
 from app.metrics import Metrics, watch_event_loop
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     add_error_handlers(app)
     add_middlewares(app, settings, metrics)
+    document_settings(app, settings)
 
     return app
 

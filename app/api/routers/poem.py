@@ -23,6 +23,27 @@ router = APIRouter(tags=["poet"], route_class=StrictJSONRoute)
 PLAN_FIELDS = {"form", "prompt", "acrostic", "temperature", "top_k", "seed", "max_chars"}
 
 
+def _event(name: str, payload: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+        },
+    }
+
+
+# One event of the stream (OpenAPI before 3.2 has a text/event-stream's schema describe each event).
+POEM_EVENT = {
+    "oneOf": [
+        _event("char", {"type": "object", "required": ["char"], "properties": {"char": {"type": "string"}}}),
+        _event("poem", {"$ref": "#/components/schemas/PoemResponse"}),
+        _event("error", {"$ref": "#/components/schemas/ErrorResponse"}),
+    ]
+}
+
+
 def sse(event: str, data: object) -> str:
     """One server-sent event (text/event-stream): the event's name and its JSON payload."""
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -38,10 +59,7 @@ def sse(event: str, data: object) -> str:
             'events, one per character as it is written (`data: {"char": "春"}`), then one `poem` event whose data '
             'is the JSON body above, or an `error` event (`data: {"detail": "..."}`)',
             "content": {
-                "text/event-stream": {
-                    "schema": {"type": "string", "format": "event-stream"},
-                    "example": 'event: char\ndata: {"char": "春"}\n\n',
-                }
+                "text/event-stream": {"schema": POEM_EVENT, "example": 'event: char\ndata: {"char": "春"}\n\n'}
             },
         },
     },
