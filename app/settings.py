@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1, description="request body size; past it 413, counted as the body arrives (chunked too)"
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a request's head must arrive within this many seconds of the connection's opening or the "
+        "previous answer; past it 408 (with the server started as the Makefile and the images start it)",
+    )
     body_timeout_s: float = Field(
         10.0, gt=0, description="a request's whole body must arrive within this many seconds; past it 408"
     )

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from app.api import header_timeout
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import ROOT
@@ -245,13 +246,48 @@ def test_a_large_chunked_body_is_refused_while_it_is_read(tiny_artifact: Path) -
     assert sent < 5 * 1024 * 1024  # what the sockets' buffers held before the answer came, not the 50 MB
 
 
+class QuickH11(header_timeout.H11Protocol):
+    timeout_s = 1.0
+
+
+class QuickHttpTools(header_timeout.HttpToolsProtocol):
+    timeout_s = 1.0
+
+
+@pytest.mark.parametrize("protocol", [QuickH11, QuickHttpTools], ids=["h11", "httptools"])
+def test_a_head_that_does_not_arrive_in_time_gets_408(tiny_artifact: Path, protocol: type) -> None:
+    settings = Settings(models_dir=tiny_artifact, body_timeout_s=2.5)
+    with LiveServer(create_app(settings), http=protocol) as server:
+        silent, trickling, slow_body = server.connect(), server.connect(), server.connect()
+        slow_body.sendall(request_bytes("POST", "/correct", b'{"text": "teh"}')[:-3])  # a head, then a stall
+        started = time.monotonic()
+        head = request_bytes("GET", "/health")
+        for byte in head[:3]:  # a byte every 0.25 s: each one would restart an idle timer
+            trickling.sendall(bytes([byte]))
+            time.sleep(0.25)
+        for sock in (silent, trickling):
+            [(status, headers, body)] = read_responses(sock, 1)
+            assert status == 408 and headers["content-type"] == "application/json" and json.loads(body)["detail"]
+            assert sock.recv(1) == b""  # and closed
+        assert time.monotonic() - started < 2.5
+        # The one whose head came is not cut by the head's bound: its body's bound (2.5 s) answers it.
+        [(status, _, body)] = read_responses(slow_body, 1)
+        assert status == 408 and "body" in json.loads(body)["detail"]
+        assert time.monotonic() - started >= 2.4
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert http.get("/health").status_code == 200  # a prompt client is served as ever
+        for sock in (silent, trickling, slow_body):
+            sock.close()
+
+
 def test_sigterm_with_a_stalled_client_ends_within_the_shutdown_bound(tiny_artifact: Path) -> None:
     """uvicorn's --timeout-graceful-shutdown bounds the drain; the body bound here is longer than the test."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "CHARSERVE_MODELS_DIR": str(tiny_artifact), "CHARSERVE_BODY_TIMEOUT_S": "120",
-           "PYTHONPATH": str(ROOT), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1"}  # fmt: skip
+           "PYTHONPATH": str(ROOT), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1",
+           "UVICORN_HTTP": "app.api.header_timeout:HttpToolsProtocol"}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
