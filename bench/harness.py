@@ -1,8 +1,9 @@
 """What the benches share: a client for the API (a running server or the app in-process), the README's
-generated blocks, and the measured blocks they record in a model's manifest."""
+generated blocks, and the head and files of a report."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import re
@@ -30,19 +31,22 @@ def api_client(url: str | None, models_dir: Path, model: str) -> Iterator[httpx.
         yield client
 
 
+def quality_parser(doc: str | None, data: Path | None, data_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every quality bench takes: its data (`data` by default), a server or the app in-process, and
+    the models folder."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data, help=data_help)
+    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    return parser
+
+
 def replace_block(path: Path, name: str, body: str) -> None:
     """Put `body` between `<!-- name:start -->` and `<!-- name:end -->` in `path`; nothing if the markers are absent."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text()
     block = f"{start}\n{body}{end}"
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
-
-
-def record_in_manifest(manifest_path: Path, key: str, block: dict) -> None:
-    """Put a bench's measured `block` under `key` in a model's manifest, read afresh so the rest stays as it is."""
-    manifest = json.loads(manifest_path.read_text())
-    manifest[key] = block
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_report(out: Path, report: dict, markdown: str) -> None:

@@ -103,9 +103,9 @@ async def _one(session: aiohttp.ClientSession, url: str, body: dict, result: Res
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
-    """The load generator's own long-lived objects (the bodies, wordfreq's lists, the bench's modules: some
-    335,000) frozen while it measures. Unfrozen, every full collection walked them all: a 213 ms pause of the
-    client in the middle of a run, every request in flight charged for it (docs/latency_tail.md)."""
+    """The load generator's own long-lived objects (the bodies, wordfreq's lists, the bench's modules: hundreds
+    of thousands) frozen while it measures. Unfrozen, every full collection walks them all: a pause of the client
+    in the middle of a run that every request in flight is charged for, as if the server had been slow."""
     gc.collect()
     gc.freeze()
     try:

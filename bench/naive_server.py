@@ -28,7 +28,7 @@ from training.classifier_model import NameClassifierEnsemble
 from training.export import load_classifier, load_speller
 from training.onnx_weights import load_classifier_artifact, load_speller_artifact
 from training.speller import predict as correct
-from training.speller_model import Speller
+from training.speller_model import SpellerNet
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Reading:
     lexicon: Lexicon | None
 
 
-def load_speller_from(path: Path) -> tuple[Speller, int]:
+def load_speller_from(path: Path) -> tuple[SpellerNet, int]:
     """The speller of an artifact folder or a training checkpoint, and the longest word it reads."""
     if path.is_dir():
         model, manifest = load_speller_artifact(path)

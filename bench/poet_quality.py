@@ -1,6 +1,6 @@
 """Poet quality: test perplexity through the served step graph, and what /poem writes, checked.
 
-    python -m bench.poet_quality --write-manifest
+    python -m bench.poet_quality
 
 - Perplexity of the test split (held out by the hash of each poem's id) computed with the ONNX Runtime
   session the service uses, one character per step as it serves: on a CPU the int8 graph; the float graph
@@ -10,12 +10,12 @@
 - distinct-2 (distinct character pairs ÷ all pairs, within lines) and the repeated-line rate over 100 poems,
   beside the same figures for 100 real poems of those forms from the test split.
 
-Writes docs/poet_quality.{json,md}, the README block `poet-quality` and, with --write-manifest, the manifest.
+Writes docs/poet_quality.{json,md} and the README block `poet-quality`; `python -m training.measure poet` runs
+it and records the figures in the model's manifest.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -29,7 +29,7 @@ import numpy as np
 
 from app.adapters.poet import FORMS, Poet
 from app.settings import Settings
-from bench.harness import api_client, record_in_manifest, replace_block
+from bench.harness import api_client, quality_parser, replace_block
 from training import poet_data
 
 REGULAR = [name for name, form in FORMS.items() if form is not None]
@@ -226,13 +226,9 @@ def examples(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="a folder of poet.tang.*.json (default: fetch with npm)")
-    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+def main(argv: list[str] | None = None) -> dict:
+    parser = quality_parser(__doc__, None, "a folder of poet.tang.*.json (default: fetch with npm)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
-    parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
     args = parser.parse_args(argv)
 
     manifest_path = args.models_dir / "poet" / "manifest.json"
@@ -248,11 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     replace_block(Path("README.md"), "poet-quality", table)
     print(table)
-    if args.write_manifest:
-        keep = {k: v for k, v in results.items() if k not in ("examples", "failures")}
-        record_in_manifest(
-            manifest_path, "quality", {"measured_by": "python -m bench.poet_quality --write-manifest", **keep}
-        )
+    return results
 
 
 if __name__ == "__main__":

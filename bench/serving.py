@@ -240,7 +240,7 @@ def markdown(report: dict, plot: str = "benchmarks.png") -> str:
         "docs/speller.md). The open-loop row sends at half of",
         "(b)'s closed-loop throughput of the same round, at a fixed rate, for the latency at that load,",
         "counted from when the schedule said each request goes. The load generator freezes its own start-up",
-        "objects out of garbage collection while it measures (a full collection of them paused it 207-316 ms).",
+        "objects out of garbage collection while it measures (a full collection of them would pause it mid-run).",
         "",
         f"![throughput and latency of each server]({plot})",
         "",

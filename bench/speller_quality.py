@@ -1,16 +1,16 @@
 """Speller quality through the API, beside SymSpell and pyspellchecker on the same words in the same run.
 
-    python -m bench.speller_quality --data ../shared/data/spelling --write-manifest
+    python -m bench.speller_quality --data ../shared/data/spelling
 
 Sets: the lab's test.json (50 pairs, 43 of which leak into its train.json: reported, never alone),
 our held-out split (codespell pairs whose target word no training source contains), and false
 positives on the 1,000 most frequent English words (wordfreq, a source none of the systems uses).
 By default the app runs in-process on --models-dir; --url measures a running server instead.
+`python -m training.measure speller` runs it and records the figures in the model's manifest.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -24,7 +24,7 @@ from spellchecker import SpellChecker
 from symspellpy import SymSpell, Verbosity
 from wordfreq import top_n_list
 
-from bench.harness import api_client, record_in_manifest
+from bench.harness import api_client, quality_parser
 from training import speller_data
 
 BATCH = 64  # texts per request: the service's default limit
@@ -136,13 +136,9 @@ def markdown(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/spelling"))
-    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+def main(argv: list[str] | None = None) -> dict:
+    parser = quality_parser(__doc__, Path("../shared/data/spelling"))
     parser.add_argument("--out", type=Path, default=Path("docs/speller_quality.json"))
-    parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
     args = parser.parse_args(argv)
 
     dictionary_file = args.models_dir / "speller" / "dictionary.txt"
@@ -153,11 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
-    if args.write_manifest:
-        measured_by = "python -m bench.speller_quality --data ../shared/data/spelling --write-manifest"
-        record_in_manifest(
-            args.models_dir / "speller" / "manifest.json", "quality", {"measured_by": measured_by, **results}
-        )
+    return results
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def rename_step_input(folder: Path, old: str, new: str) -> None:
 
 def test_a_speller_graph_that_reads_the_encoder_memory_is_refused(artifact_copy: Path) -> None:
     """Speller 1.2.0 and 1.3.0 attended over the encoder's memory; this server passes the values the encoder
-    graph now writes instead (training/export.py), which such a graph would fail on at the first request."""
+    graph now writes instead (training/export/), which such a graph would fail on at the first request."""
     rename_step_input(artifact_copy / "speller", "values", "memory")
     with pytest.raises(ArtifactError, match=r"speller/decoder_step\.onnx: reads the encoder's memory"):
         load(artifact_copy)

@@ -8,23 +8,23 @@ import pytest
 import torch
 
 from app.adapters.speller.rows import DecoderRows
-from training.export import SpellerDecoderStepTable, export_decoder_step, export_speller
-from training.speller_model import Speller, mask_bias
+from training.export.speller import SpellerDecoderStepTable, export_decoder_step, export_speller
+from training.speller_model import SpellerNet, mask_bias
 
 MAX_LEN = 24
 
 
 @torch.no_grad()
-def context_values(model: Speller, memory: torch.Tensor) -> torch.Tensor:
+def context_values(model: SpellerNet, memory: torch.Tensor) -> torch.Tensor:
     """What the encoder graph outputs for the decoder to attend over: memory through combine's context half."""
     hidden = model.combine.out_features
     return memory @ model.combine.weight[:, hidden:].T
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Speller, ort.InferenceSession, ort.InferenceSession]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpellerNet, ort.InferenceSession, ort.InferenceSession]:
     torch.manual_seed(0)
-    model = Speller(vocab_size=30, emb=16, hidden=32).eval()
+    model = SpellerNet(vocab_size=30, emb=16, hidden=32).eval()
     paths = export_speller(model, tmp_path_factory.mktemp("onnx"))
     open_ = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])  # noqa: E731
     return model, open_(paths["encoder"]), open_(paths["decoder_step"])
@@ -123,11 +123,11 @@ def test_exported_files_exist(exported, tmp_path: Path) -> None:
 
 def test_int8_graphs_stay_close_to_pytorch(tmp_path: Path) -> None:
     """With int8 weights the graphs are quantized (integer ops in them) and their outputs stay within a few
-    percent of PyTorch's; what that costs in answers is measured on validation by bench/speller_int8.py."""
+    percent of PyTorch's; what that costs in answers is measured on validation (docs/design.md)."""
     import onnx
 
     torch.manual_seed(0)
-    model = Speller(vocab_size=30, emb=16, hidden=32).eval()
+    model = SpellerNet(vocab_size=30, emb=16, hidden=32).eval()
     paths = export_speller(model, tmp_path, int8=True)
     int8 = [paths["encoder_int8"], paths["decoder_step_int8"]]
     ops = [{n.op_type for n in onnx.load(str(p)).graph.node} for p in int8]

@@ -13,14 +13,16 @@ from torch import nn
 
 from training import onnx_weights
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
-from training.export import _export, export_classifier, export_speller, load_speller, store_int8
+from training.export import export_classifier, export_speller, load_speller
+from training.export.graphs import export_graph
+from training.export.onnx_passes import store_int8
 from training.onnx_weights import (
     load_classifier_artifact,
     load_from_onnx,
     load_speller_artifact,
     speller_run_from_artifact,
 )
-from training.speller_model import Speller
+from training.speller_model import SpellerNet
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -38,10 +40,10 @@ def _export_speller(model: nn.Module, out: Path) -> list[Path]:
 
 def test_a_speller_read_back_from_its_graphs_has_exactly_its_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    trained = Speller(vocab_size=30, emb=8, hidden=16)
+    trained = SpellerNet(vocab_size=30, emb=8, hidden=16)
     graphs = _export_speller(trained, tmp_path / "graphs")
     torch.manual_seed(1)
-    read = load_from_onnx(Speller(vocab_size=30, emb=8, hidden=16), _export_speller, graphs)
+    read = load_from_onnx(SpellerNet(vocab_size=30, emb=8, hidden=16), _export_speller, graphs)
     for (name, want), (_, got) in zip(trained.state_dict().items(), read.state_dict().items(), strict=True):
         assert torch.equal(want, got), name
 
@@ -50,10 +52,10 @@ def test_parameters_past_one_tagging_pass_are_read_in_the_next(monkeypatch: pyte
     # A smaller OFFSET leaves fewer tags a pass: this speller then needs several exports.
     monkeypatch.setattr(onnx_weights, "OFFSET", 2**24 - 3000)
     torch.manual_seed(0)
-    trained = Speller(vocab_size=30, emb=8, hidden=16)
+    trained = SpellerNet(vocab_size=30, emb=8, hidden=16)
     assert sum(p.numel() for p in trained.parameters()) > 2 * 3000
     graphs = _export_speller(trained, tmp_path / "graphs")
-    read = load_from_onnx(Speller(vocab_size=30, emb=8, hidden=16), _export_speller, graphs)
+    read = load_from_onnx(SpellerNet(vocab_size=30, emb=8, hidden=16), _export_speller, graphs)
     assert all(torch.equal(a, b) for a, b in zip(trained.parameters(), read.parameters(), strict=True))
 
 
@@ -93,7 +95,7 @@ class Doubled(nn.Module):
 def _export_doubled(model: nn.Module, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     io = {"inputs": {"x": (["batch", 4], "float32")}, "outputs": {"y": (["batch", 4], "float32")}}
-    _export(model, (torch.randn(2, 4),), io, out / "doubled.onnx")
+    export_graph(model, (torch.randn(2, 4),), io, out / "doubled.onnx")
     return [out / "doubled.onnx"]
 
 

@@ -20,10 +20,10 @@ from app.adapters.speller.rows import SpellRows
 from app.engine.continuous import ContinuousBatcher
 from app.main import create_app
 from app.settings import Settings
-from bench.speller_beam_rows import CountingSession
 from tests.conftest import BUNDLED_MODELS, rewrite_checksums, tiny_training_args
 from training.export import load_speller
 from training.speller import EOS_ID, SOS_ID, VOCAB, make_batch
+from training.tune_speller import CountingSession, best_setting
 
 
 def test_training_writes_checkpoint_curves_and_history(tiny_run: Path) -> None:
@@ -56,7 +56,7 @@ def test_manifest_records_the_contract(tiny_artifact: Path) -> None:
 
 
 def test_measured_blocks_survive_a_re_export_of_the_same_weights(tiny_run: Path, tmp_path: Path) -> None:
-    """The benches' quality and tuned decoding stay when the same weights are exported again (the graph's bytes
+    """Measured quality and tuned decoding stay when the same weights are exported again (the graph's bytes
     may differ), and go when the weights change."""
     from training.export import write_speller_artifact
 
@@ -74,6 +74,56 @@ def test_measured_blocks_survive_a_re_export_of_the_same_weights(tiny_run: Path,
     (tmp_path / "dictionary.txt").write_text((tiny_run / "dictionary.txt").read_text())
     other = write_speller_artifact(tmp_path / "other.pt", out, version="0.0.3")
     assert other["quality"] == {} and "decoding" not in other
+
+
+def test_a_measured_block_is_recorded_without_touching_the_rest_of_the_manifest(tmp_path: Path) -> None:
+    from training.export.manifest import record_in_manifest
+
+    path = tmp_path / "manifest.json"
+    rest = {"name": "speller", "files": {"a.onnx": "0" * 64}}
+    path.write_text(json.dumps({**rest, "quality": {"old": 1}}))
+    record_in_manifest(path, "quality", {"heldout": 0.9})
+    assert json.loads(path.read_text()) == {**rest, "quality": {"heldout": 0.9}}
+
+
+def test_measure_records_what_the_quality_bench_measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """training.measure runs the model's quality bench with the options it does not know itself, and records the
+    bench's figures, less its sample poems, as the manifest's quality, with the command that measured them."""
+    import sys
+    import types
+
+    from training import measure
+
+    calls = []
+
+    def bench_main(argv: list[str]) -> dict:
+        calls.append(argv)
+        return {"measured": "now", "perplexity": 90.0, "examples": {"greedy": []}, "failures": []}
+
+    monkeypatch.setitem(sys.modules, "tests.fake_quality_bench", types.SimpleNamespace(main=bench_main))
+    monkeypatch.setitem(measure.BENCHES, "poet", "tests.fake_quality_bench")
+    (tmp_path / "poet").mkdir()
+    (tmp_path / "poet" / "manifest.json").write_text(json.dumps({"name": "poet", "quality": {}}))
+    argv = ["poet", "--data", "poems", "--models-dir", str(tmp_path)]
+    assert measure.main(argv)["perplexity"] == 90.0  # without --write-manifest: reported, not recorded
+    assert json.loads((tmp_path / "poet" / "manifest.json").read_text())["quality"] == {}
+    measure.main([*argv, "--write-manifest"])
+    assert calls[-1] == ["--data", "poems", "--models-dir", str(tmp_path)]
+    quality = json.loads((tmp_path / "poet" / "manifest.json").read_text())["quality"]
+    assert quality == {"measured_by": f"python -m training.measure {' '.join(argv)} --write-manifest",
+                       "measured": "now", "perplexity": 90.0}  # fmt: skip
+
+
+def test_the_tuner_keeps_the_narrowest_pruning_margin_that_loses_no_accuracy() -> None:
+    """A narrower margin only ever decodes fewer rows, so among equally accurate settings it wins; one that
+    costs validation accuracy does not, and one that gains some does."""
+    base = {"beam_size": 16, "prior_weight": 0.5, "edit_penalty": 8.0, "oov_penalty": 10.0}
+    grid = [{**base, "prune_margin": m, "valid_accuracy": a} for m, a in ((None, 0.906), (16.0, 0.906), (12.0, 0.906))]
+    assert best_setting([*grid, {**base, "prune_margin": 8.0, "valid_accuracy": 0.901}])["prune_margin"] == 12.0
+    assert best_setting([*grid, {**base, "prune_margin": 8.0, "valid_accuracy": 0.907}])["prune_margin"] == 8.0
+    assert best_setting(grid[:1])["prune_margin"] is None
+    narrow_beam = {**base, "beam_size": 8, "prune_margin": None, "valid_accuracy": 0.906}
+    assert best_setting([*grid, narrow_beam]) == narrow_beam  # a narrower beam first, then the margin
 
 
 def test_the_speller_runs_its_int8_graphs_on_a_cpu_and_float32_when_asked(tiny_run: Path, tmp_path: Path) -> None:

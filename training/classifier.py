@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,6 @@ import matplotlib.pyplot as plt
 import torch
 from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, f1_score, precision_recall_fscore_support
 from torch import nn
-from tqdm import tqdm
 
 from training import classifier_data, wordnet
 from training.classifier_data import (
@@ -31,7 +29,7 @@ from training.classifier_data import (
     read_lexicon,
 )
 from training.classifier_model import NameClassifier
-from training.curves import save_curves
+from training.loop import Goal, Run, fit, read_checkpoint, run_args, setup
 from training.sequence import length_batches
 from training.speller_data import sha256_file
 
@@ -154,13 +152,10 @@ def lexicon_record(source: Path, lexicon: Lexicon) -> dict:
     return record | ({"package": wordnet.PACKAGE} if lexicon.names == wordnet.CHANNELS else {})
 
 
-def save_checkpoint(
-    model: NameClassifier, vocab: list[str], args: argparse.Namespace, lexicon: dict | None, epoch: int, valid: dict
-) -> None:
-    """`lexicon`: lexicon_record's account of the lexicon the model reads (None: it reads none)."""
-    checkpoint = {
-        "config": model.config,
-        "state_dict": model.state_dict(),
+def checkpoint_record(args: argparse.Namespace, vocab: list[str], lexicon: dict | None, valid: dict) -> dict:
+    """What a classifier checkpoint records beside its weights. `lexicon`: lexicon_record's account of the
+    lexicon the model reads (None: it reads none)."""
+    return {
         "vocab": vocab,
         "labels": LABELS,
         "max_len": args.max_len,
@@ -168,11 +163,9 @@ def save_checkpoint(
         # The table goes into the artifact at export, rebuilt from the source; its digest says which one this
         # model learned from.
         "lexicon": lexicon,
-        "epoch": epoch,
         "valid": valid,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": run_args(args),
     }
-    torch.save(checkpoint, args.out / "best.pt")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -215,9 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args.seed, args.threads)
     data = classifier_data.build(args.data)
     if args.lexicon == Path("wordnet"):
         args.lexicon = wordnet.fetch()
@@ -246,70 +237,55 @@ def main(argv: list[str] | None = None) -> dict:
     weight = weight / weight.mean() if weight is not None else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     rng = random.Random(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    history: dict[str, list[float]] = {"loss/train": [], "loss/valid": [], "valid/accuracy": [], "valid/macro_f1": []}
-    best, since_best = -1.0, 0
 
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        started, total, steps = time.time(), 0.0, 0
-        bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
-        for chunk in bar:
-            names = [clip(n, args.max_len, args.keep_end) for n, _ in chunk]
-            logits = run_model(model, names, char_id, lexicon)
-            loss = loss_fn(logits, torch.tensor([y for _, y in chunk]))
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.3f}")
-        history["loss/train"].append(total / max(steps, 1))
-        if replayed:
-            scheduler.step(replayed["history"]["valid/macro_f1"][epoch - 1])
-            print(f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, {time.time() - started:.0f}s", flush=True)
-            if epoch == args.epochs:
-                best_index = replayed["best_epoch"] - 1  # what selected this configuration, for the record
-                validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
-                record = {"refit_of": str(args.refit_from), **validated}
-                save_checkpoint(model, data.vocab, args, lexicon_source, epoch, record)
-            continue
-        metrics, _ = evaluate(model, valid, char_id, args, lexicon)
-        scheduler.step(metrics["macro_f1"])
-        history["loss/valid"].append(metrics["loss"])
-        history["valid/accuracy"].append(metrics["accuracy"])
-        history["valid/macro_f1"].append(metrics["macro_f1"])
-        print(
-            f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, valid loss {metrics['loss']:.4f}, "
-            f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, {time.time() - started:.0f}s",
-            flush=True,
-        )
-        save_curves(history, args.out / "curves.png", f"classifier ({args.preset})")
-        if metrics["macro_f1"] > best:
-            best, since_best = metrics["macro_f1"], 0
-            record = {k: v for k, v in metrics.items() if k != "per_class"}
-            save_checkpoint(model, data.vocab, args, lexicon_source, epoch, record)
-        else:
-            since_best += 1
-            if since_best >= args.patience:
-                print(f"early stop: no better validation macro-F1 for {args.patience} epochs")
-                break
+    def losses(chunk: list[Example]):
+        names = [clip(n, args.max_len, args.keep_end) for n, _ in chunk]
+        yield loss_fn(run_model(model, names, char_id, lexicon), torch.tensor([y for _, y in chunk])), 1.0
 
-    model.load_state_dict(torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)["state_dict"])
+    def record(train_loss: float, metrics: dict | None) -> dict[str, float]:
+        if metrics is None:
+            return {"loss/train": train_loss}
+        return {"loss/train": train_loss, "loss/valid": metrics["loss"], "valid/accuracy": metrics["accuracy"],
+                "valid/macro_f1": metrics["macro_f1"]}  # fmt: skip
+
+    def checkpoint(epoch: int, metrics: dict | None) -> dict:
+        if metrics is None:  # a refit: the figures of the validated run's epoch that selected this configuration
+            best_index = replayed["best_epoch"] - 1
+            validated = {k: replayed["history"][f"valid/{k}"][best_index] for k in ("accuracy", "macro_f1")}
+            metrics = {"refit_of": str(args.refit_from), **validated}
+        valid_record = {k: v for k, v in metrics.items() if k != "per_class"}
+        return checkpoint_record(args, data.vocab, lexicon_source, valid_record)
+
+    run = Run(
+        batches=lambda: length_batches(train, args.batch_size, rng),
+        losses=losses,
+        evaluate=lambda: evaluate(model, valid, char_id, args, lexicon)[0],
+        record=record,
+        checkpoint=checkpoint,
+        goal=Goal("macro_f1", "max"),
+        title=f"classifier ({args.preset})",
+        clip=5.0,
+        replay=replayed["history"]["valid/macro_f1"] if replayed else None,
+        series=("loss/train", "loss/valid", "valid/accuracy", "valid/macro_f1"),
+    )
+    progress = fit(model, optimizer, scheduler, run, args.out, args)
+
+    best = read_checkpoint(args.out / "best.pt")
+    model.load_state_dict(best["state_dict"])
     test, predicted = evaluate(model, data.test, char_id, args, lexicon)
     labels = [y for _, y in data.test]
     save_confusion(labels, predicted, args.out / "confusion.png", f"classifier ({args.preset}), test")
     print(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}")
     summary = {
         "preset": args.preset,
-        "best_epoch": int(torch.load(args.out / "best.pt", weights_only=False)["epoch"]),
-        "best_valid_macro_f1": None if replayed else best,
+        "best_epoch": int(best["epoch"]),
+        "best_valid_macro_f1": None if replayed else progress.best,
         "refit_of": str(args.refit_from) if replayed else None,
         "test": test,
-        "history": history,
+        "history": progress.history,
         "sources": data.sources,
         "train_names": len(train),
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": run_args(args),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -35,7 +35,7 @@ from torch import nn
 from training.classifier_model import NameClassifier, NameClassifierEnsemble
 from training.export import export_classifier, export_speller
 from training.speller import VOCAB
-from training.speller_model import Speller
+from training.speller_model import SpellerNet
 
 # float32 holds every whole number below 2**24 exactly: a pass tags OFFSET + position, below 2**24, and
 # parameters past that wait for the next pass (an export each).
@@ -122,13 +122,13 @@ def _fill(flat: np.ndarray, tagged: dict[str, np.ndarray], bundled: dict[str, np
         flat[position] = values
 
 
-def load_speller_artifact(folder: Path) -> tuple[Speller, dict]:
+def load_speller_artifact(folder: Path) -> tuple[SpellerNet, dict]:
     """The speller of an artifact folder (models/speller) in PyTorch, from its float32 graphs, and its manifest."""
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest["vocab"] != VOCAB:
         raise ValueError(f"{folder / 'manifest.json'}: a vocabulary other than training/speller.py's")
     graphs = [folder / manifest["graphs"][name]["file"] for name in ("encoder", "decoder_step")]
-    model = Speller(**manifest["config"])
+    model = SpellerNet(**manifest["config"])
     return load_from_onnx(model, lambda m, out: list(export_speller(m, out).values()), graphs), manifest
 
 

@@ -12,15 +12,13 @@ import argparse
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training import poet_data
-from training.curves import save_curves
+from training.loop import Goal, Run, fit, read_checkpoint, resume, run_args, setup
 from training.poet_model import PoetLM
 from training.sequence import length_batches
 
@@ -80,8 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.2)
-    # 16 poems a step: on 2 CPU cores 1.3x the characters per second of 64 (the logits stay in cache) and 4x the
-    # updates; one epoch at 64 reached validation perplexity 406 (measured 2026-11-23).
+    # 16 poems a step on a CPU: the logits of 16 stay in cache, so more characters a second than 64 and four
+    # times the updates an epoch; a GPU wants 64 (make poet-train-gpu).
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bptt", type=int, default=128)
     parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adam")
@@ -104,9 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args.seed, args.threads)
     folder = args.data or poet_data.fetch(args.cache)
     data = poet_data.build(folder, args.script, args.min_count)
     char_id = {ch: i for i, ch in enumerate(data.vocab)}
@@ -119,92 +115,40 @@ def main(argv: list[str] | None = None) -> dict:
     model = PoetLM(len(data.vocab), args.emb, args.hidden, args.layers, args.dropout).to(args.device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.25, patience=0)
-    history: dict[str, list[float]] = {"perplexity/train": [], "perplexity/valid": []}
-    best, since_best, first_epoch = math.inf, 0, 1
-    if args.resume:
-        state = torch.load(args.resume, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, first_epoch = state["history"], state["best_valid_perplexity"], state["epoch"] + 1
-    rng = random.Random(args.seed + first_epoch)
-    args.out.mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
+    progress = resume(args.resume, model, optimizer, scheduler) if args.resume else None
+    rng = random.Random(args.seed + (progress.epoch if progress else 0) + 1)
 
-    def checkpoint(epoch: int, valid_ppl: float) -> dict:
-        return {
-            "config": model.config,
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "vocab": data.vocab,
-            "data": data.stats,
-            "epoch": epoch,
-            "valid_perplexity": valid_ppl,
-            "best_valid_perplexity": min(best, valid_ppl),
-            "history": history,
-            "args": {k: str(v) for k, v in vars(args).items()},
-        }
+    def losses(batch: list[tuple[list[int]]]):
+        """One loss a chunk of --bptt characters, the state carried into the next chunk but not its gradient."""
+        inputs, targets = pad([ids for (ids,) in batch])
+        state = None
+        for x, y in chunks(inputs.to(args.device), targets.to(args.device), args.bptt):
+            logits, state = model(x, state)
+            state = tuple(s.detach() for s in state)
+            n = int((y != -100).sum())
+            yield nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / n, n
 
-    cut = None  # the epoch --max-minutes stopped part-way, if it did
-    for epoch in range(first_epoch, args.epochs + 1):
-        model.train()
-        started, total, count = time.time(), 0.0, 0
-        batches = length_batches([(ids,) for ids in train], args.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}")
-        done = 0
-        for batch in bar:
-            inputs, targets = pad([ids for (ids,) in batch])
-            state = None
-            for x, y in chunks(inputs.to(args.device), targets.to(args.device), args.bptt):
-                logits, state = model(x, state)
-                state = tuple(s.detach() for s in state)
-                n = int((y != -100).sum())
-                loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / n
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-                optimizer.step()
-                total, count = total + loss.item() * n, count + n
-            bar.set_postfix(ppl=f"{math.exp(total / max(count, 1)):.1f}")
-            done += 1
-            if time.time() > deadline:
-                break
-        valid_ppl = perplexity(model, valid)
-        if done < len(batches):
-            # Cut by --max-minutes: not an epoch. It does not step the schedule, count towards early stopping or
-            # enter the history; last.pt says the epoch before, so --resume runs this one again whole.
-            print(f"stopped: --max-minutes {args.max_minutes} reached {done} of {len(batches)} batches into "
-                  f"epoch {epoch}; valid perplexity {valid_ppl:.2f}", flush=True)  # fmt: skip
-            if valid_ppl < best:
-                best = valid_ppl
-                torch.save(checkpoint(epoch, valid_ppl) | {"epoch_fraction": done / len(batches)}, args.out / "best.pt")
-            torch.save(checkpoint(epoch - 1, valid_ppl), args.out / "last.pt")
-            cut = {"epoch": epoch, "fraction": done / len(batches), "valid_perplexity": valid_ppl}
-            break
-        scheduler.step(valid_ppl)
-        history["perplexity/train"].append(math.exp(total / max(count, 1)))
-        history["perplexity/valid"].append(valid_ppl)
-        print(
-            f"epoch {epoch}: train perplexity {history['perplexity/train'][-1]:.2f}, valid {valid_ppl:.2f}, "
-            f"lr {optimizer.param_groups[0]['lr']:.2g}, {time.time() - started:.0f}s",
-            flush=True,
-        )
-        save_curves(history, args.out / "curves.png", f"poet ({args.optimizer})")
-        torch.save(checkpoint(epoch, valid_ppl), args.out / "last.pt")
-        if valid_ppl < best:
-            best, since_best = valid_ppl, 0
-            torch.save(checkpoint(epoch, valid_ppl), args.out / "best.pt")
-        else:
-            since_best += 1
-            if since_best >= args.patience:
-                print(f"early stop: no better validation perplexity for {args.patience} epochs")
-                break
-        if time.time() > deadline:
-            print(f"stopped: --max-minutes {args.max_minutes} reached")
-            break
+    def checkpoint(epoch: int, metrics: dict | None) -> dict:
+        assert metrics is not None
+        return {"vocab": data.vocab, "data": data.stats, "valid_perplexity": metrics["perplexity"],
+                "args": run_args(args)}  # fmt: skip
 
-    best_state = torch.load(args.out / "best.pt", map_location="cpu", weights_only=False)
+    run = Run(
+        batches=lambda: length_batches([(ids,) for ids in train], args.batch_size, rng),
+        losses=losses,
+        evaluate=lambda: {"perplexity": perplexity(model, valid)},
+        record=lambda train_loss, valid: {"perplexity/train": math.exp(train_loss),
+                                          "perplexity/valid": valid["perplexity"]},
+        checkpoint=checkpoint,
+        goal=Goal("perplexity", "min"),
+        title=f"poet ({args.optimizer})",
+        clip=args.clip,
+        keep_last=True,
+        series=("perplexity/train", "perplexity/valid"),
+    )  # fmt: skip
+    progress = fit(model, optimizer, scheduler, run, args.out, args, progress)
+
+    best_state = read_checkpoint(args.out / "best.pt")
     model.load_state_dict(best_state["state_dict"])
     test = [poet_data.encode(p.text, char_id) for p in data.test]
     test_ppl = perplexity(model, test)
@@ -215,10 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
         "best_epoch": best_state["epoch"],
         "best_valid_perplexity": best_state["valid_perplexity"],
         "test_perplexity": test_ppl,
-        "history": history,
-        "cut_epoch": cut,
+        "history": progress.history,
+        "cut_epoch": progress.cut,
         "data": data.stats,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": run_args(args),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary

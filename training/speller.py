@@ -6,18 +6,16 @@ import argparse
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training import speller_data
-from training.curves import save_curves
+from training.loop import Goal, Run, fit, read_checkpoint, run_args, setup
 from training.metrics import exact_match, mean_bleu
 from training.sequence import length_batches
-from training.speller_model import Speller
+from training.speller_model import SpellerNet
 
 VOCAB = speller_data.SPECIALS + list(speller_data.ALPHABET)
 PAD_ID, SOS_ID, EOS_ID, UNK_ID = range(4)
@@ -56,7 +54,7 @@ def make_batch(pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, ...]:
     )
 
 
-def predict(model: Speller, words: list[str], max_len: int, batch_size: int = 512) -> list[str]:
+def predict(model: SpellerNet, words: list[str], max_len: int, batch_size: int = 512) -> list[str]:
     """Greedy corrections for `words`, decoded in batches of similar length, returned in input order."""
     model.eval()
     order = sorted(range(len(words)), key=lambda i: len(words[i]))
@@ -70,7 +68,7 @@ def predict(model: Speller, words: list[str], max_len: int, batch_size: int = 51
     return out
 
 
-def evaluate(model: Speller, pairs: list[tuple[str, str]], max_len: int) -> dict[str, float]:
+def evaluate(model: SpellerNet, pairs: list[tuple[str, str]], max_len: int) -> dict[str, float]:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, reduction="sum")
     total, count = 0.0, 0
@@ -107,9 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resume", type=Path, help="start from this checkpoint's weights (same sizes)")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args.seed, args.threads)
     data = speller_data.build(
         args.data,
         args.codespell,
@@ -125,9 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"dictionary {len(data.dictionary)} words"
     )
 
-    model = Speller(len(VOCAB), args.emb, args.hidden, args.dropout)
+    model = SpellerNet(len(VOCAB), args.emb, args.hidden, args.dropout)
     if args.resume:
-        model.load_state_dict(torch.load(args.resume, map_location="cpu", weights_only=False)["state_dict"])
+        model.load_state_dict(read_checkpoint(args.resume)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID)
@@ -135,57 +131,29 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     # Export needs the decoding dictionary beside the weights; it is known before training starts.
     (args.out / "dictionary.txt").write_text("".join(f"{w}\t{n}\n" for w, n in data.dictionary.items()))
-    history: dict[str, list[float]] = {"loss/train": [], "loss/valid": [], "accuracy/exact": [], "accuracy/bleu4": []}
-    best, since_best = -1.0, 0
 
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        started, total, steps = time.time(), 0.0, 0
-        bar = tqdm(length_batches(train, args.batch_size, rng), desc=f"epoch {epoch}", unit="batch")
-        for chunk in bar:
-            src, src_len, tgt_in, tgt_out = make_batch(chunk)
-            logits = model(src, src_len, tgt_in)
-            loss = loss_fn(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.3f}")
-        metrics = evaluate(model, valid, args.max_len)
-        scheduler.step(metrics["exact"])
-        history["loss/train"].append(total / max(steps, 1))
-        history["loss/valid"].append(metrics["loss"])
-        history["accuracy/exact"].append(metrics["exact"])
-        history["accuracy/bleu4"].append(metrics["bleu"])
-        print(
-            f"epoch {epoch}: train loss {total / max(steps, 1):.4f}, valid loss {metrics['loss']:.4f}, "
-            f"exact {metrics['exact']:.4f}, BLEU-4 {metrics['bleu']:.4f}, {time.time() - started:.0f}s",
-            flush=True,
-        )
-        save_curves(history, args.out / "curves.png", "speller")
-        if metrics["exact"] > best:
-            best, since_best = metrics["exact"], 0
-            torch.save(
-                {
-                    "config": model.config,
-                    "state_dict": model.state_dict(),
-                    "vocab": VOCAB,
-                    "max_len": args.max_len,
-                    "epoch": epoch,
-                    "valid": metrics,
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                },
-                args.out / "best.pt",
-            )
-        else:
-            since_best += 1
-            if since_best >= args.patience:
-                print(f"early stop: no better validation exact match for {args.patience} epochs")
-                break
+    def losses(chunk: list[tuple[str, str]]):
+        src, src_len, tgt_in, tgt_out = make_batch(chunk)
+        logits = model(src, src_len, tgt_in)
+        yield loss_fn(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1)), 1.0
 
+    run = Run(
+        batches=lambda: length_batches(train, args.batch_size, rng),
+        losses=losses,
+        evaluate=lambda: evaluate(model, valid, args.max_len),
+        record=lambda train_loss, valid: {"loss/train": train_loss, "loss/valid": valid["loss"],
+                                          "accuracy/exact": valid["exact"], "accuracy/bleu4": valid["bleu"]},
+        checkpoint=lambda epoch, valid: {"vocab": VOCAB, "max_len": args.max_len, "valid": valid,
+                                         "args": run_args(args)},
+        goal=Goal("exact", "max"),
+        title="speller",
+        clip=1.0,
+        series=("loss/train", "loss/valid", "accuracy/exact", "accuracy/bleu4"),
+    )  # fmt: skip
+    progress = fit(model, optimizer, scheduler, run, args.out, args)
+    history = progress.history
     summary = {
-        "best_valid_exact": best,
+        "best_valid_exact": progress.best,
         "history": history,
         "sources": data.sources,
         "train_pairs": len(train),

@@ -28,7 +28,7 @@ def attention(states: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor) -> t
     return torch.softmax(torch.bmm(queries, keys.transpose(1, 2)) + bias[:, None, :], dim=-1)
 
 
-class Speller(nn.Module):
+class SpellerNet(nn.Module):
     def __init__(self, vocab_size: int, emb: int = 64, hidden: int = 256, dropout: float = 0.2) -> None:
         super().__init__()
         self.config = {"vocab_size": vocab_size, "emb": emb, "hidden": hidden, "dropout": dropout}
@@ -69,7 +69,7 @@ class Speller(nn.Module):
         bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens [B, L] → logits [B, L, V] and the new (h, c); L is the whole target in training, 1 when decoding
-        step by step (the served step graph, training/export.py, computes the same from the encoder's values).
+        step by step (the served step graph, training/export/speller.py, computes the same from the encoder's values).
 
         memory [W, T, 2H], keys [W, T, H] and bias [W, T] are per source word; the B rows come in W equal
         groups of consecutive rows, one per word (B = W in training; a word's beam hypotheses when serving).

@@ -2,7 +2,7 @@
 
 Never on held-out data.
 
-    python -m bench.speller_tune --data ../shared/data/spelling --write-manifest
+    python -m training.tune_speller --data ../shared/data/spelling --write-manifest
 
 Runs the served decoder (app.adapters.speller.model) in-process over every setting in the grid and records the
 best in models/speller/manifest.json under "decoding", with the grid's figures. Pruning margins are tried
@@ -20,11 +20,27 @@ from pathlib import Path
 
 from app.adapters.speller.model import Speller
 from app.settings import Settings
-from bench.harness import record_in_manifest
-from bench.speller_beam_rows import CountingSession
 from training import speller_data
+from training.export.manifest import record_in_manifest
 
 DECODING = ("beam_size", "prior_weight", "edit_penalty", "oov_penalty", "prune_margin")  # what a setting is
+
+
+class CountingSession:
+    """A session of the speller, counting its calls and the rows it is given (`rows_of` its input): how much
+    decoding a setting costs, whatever the machine's speed."""
+
+    def __init__(self, session, rows_of: str = "token") -> None:
+        self.session, self.rows_of = session, rows_of
+        self.calls, self.rows = 0, 0
+
+    def run(self, outputs, feeds: dict):
+        self.calls += 1
+        self.rows += len(feeds[self.rows_of])
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
 
 
 def accuracy(speller: Speller, pairs: list[tuple[str, str]]) -> float:
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             "decoding",
             {
                 **{key: best[key] for key in DECODING},
-                "chosen_by": "python -m bench.speller_tune --data ../shared/data/spelling --write-manifest",
+                "chosen_by": "python -m training.tune_speller --data ../shared/data/spelling --write-manifest",
                 "valid_pairs": len(valid),
                 "grid": grid,
             },

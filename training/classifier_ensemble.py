@@ -1,7 +1,7 @@
 """Which trained classifiers to average: every subset of the given runs (of at most --max-members), scored on
 validation (never test).
 
-python -m bench.classifier_ensemble runs/classifier runs/classifier_b runs/classifier_c
+    python -m training.classifier_ensemble runs/cls_A runs/cls_B runs/cls_C --out docs/classifier_ensemble.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from training import classifier_data
 from training.classifier import checkpoint_lexicon, clip, predict, scores
-from training.export import load_classifier
+from training.export.classifier import load_classifier
 
 
 def main(argv: list[str] | None = None) -> None:
