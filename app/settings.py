@@ -22,6 +22,12 @@ def precision_field(graphs: str) -> Any:
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
+HEADER_TIMEOUT = (
+    "a request's head must arrive within this many seconds of the connection's opening or the previous answer; "
+    "past it 408 (uvicorn started with UVICORN_HTTP=app.api.header_timeout:..., as the Makefile and images do)"
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHARSERVE_", extra="ignore")
 
@@ -103,12 +109,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, ge=1, description="request body size; past it 413, counted as the body arrives (chunked too)"
     )
-    header_timeout_s: float = Field(
-        10.0,
-        gt=0,
-        description="a request's head must arrive within this many seconds of the connection's opening or the "
-        "previous answer; past it 408 (with the server started as the Makefile and the images start it)",
-    )
+    header_timeout_s: float = Field(10.0, gt=0, description=HEADER_TIMEOUT)
     body_timeout_s: float = Field(
         10.0, gt=0, description="a request's whole body must arrive within this many seconds; past it 408"
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.http_middleware import HttpMiddleware
 from app.api.middleware import ALWAYS_ANSWERED
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -49,9 +50,10 @@ def presented_key(scope: Scope) -> bytes | None:
     return headers.get(b"x-api-key") or None
 
 
-class ApiKeyMiddleware:
+class ApiKeyMiddleware(HttpMiddleware):
     def __init__(self, app: ASGIApp, key_hashes: tuple[bytes, ...], open_probes: bool) -> None:
-        self.app, self.key_hashes = app, key_hashes
+        super().__init__(app)
+        self.key_hashes = key_hashes
         self.open_paths = ALWAYS_ANSWERED if open_probes else frozenset()
 
     def allowed(self, key: bytes) -> bool:
@@ -59,8 +61,8 @@ class ApiKeyMiddleware:
         matches = [hmac.compare_digest(digest, known) for known in self.key_hashes]  # every one, whatever matches
         return any(matches)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)

@@ -14,19 +14,19 @@ import asyncio
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.http_middleware import HttpMiddleware
+
 
 class BodyTooLarge(Exception):
     pass
 
 
-class BodyReaderMiddleware:
+class BodyReaderMiddleware(HttpMiddleware):
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        super().__init__(app)
+        self.max_bytes, self.timeout_s = max_bytes, timeout_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await refuse(413, f"the body has {declared} bytes; the limit is {self.max_bytes}", scope, send)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from app.api.http_middleware import HttpMiddleware
 
 HEADER = b"x-request-id"
 VALID = re.compile(rb"[\x21-\x7e]{1,128}")  # visible ASCII: safe in a header and in a log line
@@ -16,14 +18,8 @@ def request_id(scope: Scope) -> str | None:
     return scope.get("state", {}).get("request_id")
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestIdMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = next((value for name, value in scope["headers"] if name == HEADER), b"")
         value = given.decode("ascii") if VALID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = value

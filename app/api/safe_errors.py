@@ -15,20 +15,16 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from app.api.http_middleware import HttpMiddleware
 
 log = logging.getLogger("charserve")
 MAX_ECHO_CHARS = 200  # an invalid value is echoed back only when this short: a 1 MB input is not repeated
 
 
-class UnhandledErrorMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class UnhandledErrorMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_and_note(message: Message) -> None:

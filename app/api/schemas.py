@@ -14,6 +14,7 @@ from pydantic import (
     StrictBool,
     StrictStr,
     Tag,
+    create_model,
     model_validator,
 )
 
@@ -205,30 +206,25 @@ class PoemOptions(BaseModel):
     stream: StrictBool = Field(False, description="answer as server-sent events, one per character, then the poem")
 
 
-class WuyanJueju(PoemOptions):
-    """Four lines of five characters: the form when none is given."""
-
-    form: Literal["wuyan_jueju"] = Field("wuyan_jueju", description="4 lines of 5 characters")
-    prompt: StrictStr = Field("", max_length=5, description="the poem's first characters")
-    acrostic: StrictStr = Field("", max_length=4, description="characters that open the lines, one per line (藏头)")
-
-
-class QiyanJueju(PoemOptions):
-    form: Literal["qiyan_jueju"] = Field(description="4 lines of 7 characters")
-    prompt: StrictStr = Field("", max_length=7, description="the poem's first characters")
-    acrostic: StrictStr = Field("", max_length=4, description="characters that open the lines, one per line (藏头)")
-
-
-class WuyanLushi(PoemOptions):
-    form: Literal["wuyan_lushi"] = Field(description="8 lines of 5 characters")
-    prompt: StrictStr = Field("", max_length=5, description="the poem's first characters")
-    acrostic: StrictStr = Field("", max_length=8, description="characters that open the lines, one per line (藏头)")
+def fixed_form(name: str, title: str, lines: int, chars: int, *, default: bool = False) -> type[PoemOptions]:
+    """The request for one regular form: a prompt of at most one line, an acrostic of at most one per line."""
+    return create_model(
+        title,
+        __base__=PoemOptions,
+        __doc__=f"{lines} lines of {chars} characters" + ("; the form when none is given" if default else ""),
+        form=(Literal[name], Field(name) if default else Field()),  # type: ignore[valid-type]
+        prompt=(StrictStr, Field("", max_length=chars, description="the poem's first characters")),
+        acrostic=(
+            StrictStr,
+            Field("", max_length=lines, description="characters that open the lines, one per line (藏头)"),
+        ),
+    )
 
 
-class QiyanLushi(PoemOptions):
-    form: Literal["qiyan_lushi"] = Field(description="8 lines of 7 characters")
-    prompt: StrictStr = Field("", max_length=7, description="the poem's first characters")
-    acrostic: StrictStr = Field("", max_length=8, description="characters that open the lines, one per line (藏头)")
+WuyanJueju = fixed_form("wuyan_jueju", "WuyanJueju", lines=4, chars=5, default=True)
+QiyanJueju = fixed_form("qiyan_jueju", "QiyanJueju", lines=4, chars=7)
+WuyanLushi = fixed_form("wuyan_lushi", "WuyanLushi", lines=8, chars=5)
+QiyanLushi = fixed_form("qiyan_lushi", "QiyanLushi", lines=8, chars=7)
 
 
 class FreePoem(PoemOptions):
