@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         256, ge=1, description="texts waiting for a batch, per model; a request that would overflow it gets 503"
     )
     max_concurrent_requests: int = Field(
-        96, ge=0, description="requests inside the app at once; past it 503 with Retry-After, unread (0: no bound)"
+        96, ge=0, description="requests inside the app at once; past it 503 with Retry-After, unparsed (0: no bound)"
     )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
