@@ -43,7 +43,7 @@ export UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN ?= 30
 # Connections (and requests) at once; past it uvicorn answers 503 itself, before the app's own bound of requests.
 export UVICORN_LIMIT_CONCURRENCY ?= 1024
 # uvicorn's HTTP protocol with a bound on the wait for each request's head (CHARSERVE_HEADER_TIMEOUT_S; 408 past it).
-export UVICORN_HTTP ?= app.api.header_timeout:HttpToolsProtocol
+export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol
 
 ## Install the serving dependencies and start the API on the bundled models.
 # The app logs each request as one JSON line (charserve.access); uvicorn's own text line would double it.

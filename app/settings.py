@@ -24,7 +24,7 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 HEADER_TIMEOUT = (
     "a request's head must arrive within this many seconds of the connection's opening or the previous answer; "
-    "past it 408 (uvicorn started with UVICORN_HTTP=app.api.header_timeout:..., as the Makefile and images do)"
+    "past it 408 (uvicorn started with UVICORN_HTTP=app.api.http_protocol:..., as the Makefile and images do)"
 )
 
 

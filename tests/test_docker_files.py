@@ -56,8 +56,8 @@ def test_every_start_of_the_server_bounds_its_shutdown_the_same_way() -> None:
         text = (ROOT / "docker" / dockerfile).read_text()
         assert "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=30" in text and "--timeout-graceful-shutdown" not in text
         assert "UVICORN_LIMIT_CONCURRENCY=" in text
-        assert "UVICORN_HTTP=app.api.header_timeout:HttpToolsProtocol" in text
-    assert "export UVICORN_HTTP ?= app.api.header_timeout:HttpToolsProtocol" in makefile
+        assert "UVICORN_HTTP=app.api.http_protocol:HttpToolsProtocol" in text
+    assert "export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol" in makefile
     api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
     assert api["environment"]["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"] == "${UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN:-30}"
     assert int(api["stop_grace_period"].rstrip("s")) > 30

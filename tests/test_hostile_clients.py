@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -23,7 +24,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from app.api import header_timeout
+from app.api import http_protocol
+from app.api.schemas import NOT_BLANK
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import ROOT
@@ -110,9 +112,19 @@ def test_poem_fields_are_not_coerced_and_per_form_limits_hold(client: TestClient
     assert_json_error(client.post("/poem", json=body), 422)
 
 
-@pytest.mark.parametrize("body", [{}, {"text": "a", "texts": ["b"]}, {"texts": []}, {"texts": ["ok", " \n"]}])
+@pytest.mark.parametrize(
+    "body", [{}, {"text": "a", "texts": ["b"]}, {"texts": []}, {"texts": ["ok", " \n"]}, {"text": "\ufeff\u3000\t"}]
+)
 def test_exactly_one_of_text_or_texts_and_none_blank(client: TestClient, body: dict) -> None:
     assert_json_error(client.post("/correct", json=body), 422)
+
+
+def test_blank_is_what_the_schema_pattern_says() -> None:
+    """The server's test of a blank text is the pattern the schema publishes, read by Python's re as by others."""
+    for text in ("\x85", "\x1c", "a", "\u200b"):  # not white space to ECMA-262 (JSON Schema), though \x85 and
+        assert re.search(NOT_BLANK, text)  # \x1c are to str.isspace
+    for text in ("", " \t\n\r\v\f", "\u00a0\u2028\u3000\ufeff"):
+        assert not re.search(NOT_BLANK, text)
 
 
 def test_a_declared_length_over_the_limit_is_refused_unread(client: TestClient) -> None:
@@ -246,11 +258,11 @@ def test_a_large_chunked_body_is_refused_while_it_is_read(tiny_artifact: Path) -
     assert sent < 5 * 1024 * 1024  # what the sockets' buffers held before the answer came, not the 50 MB
 
 
-class QuickH11(header_timeout.H11Protocol):
+class QuickH11(http_protocol.H11Protocol):
     timeout_s = 1.0
 
 
-class QuickHttpTools(header_timeout.HttpToolsProtocol):
+class QuickHttpTools(http_protocol.HttpToolsProtocol):
     timeout_s = 1.0
 
 
@@ -280,6 +292,23 @@ def test_a_head_that_does_not_arrive_in_time_gets_408(tiny_artifact: Path, proto
             sock.close()
 
 
+def test_past_the_connection_bound_the_refusal_is_json(tiny_artifact: Path) -> None:
+    app = create_app(Settings(models_dir=tiny_artifact))
+    with LiveServer(app, http=http_protocol.HttpToolsProtocol, limit_concurrency=3) as server:
+        held = [server.connect() for _ in range(3)]
+        time.sleep(0.2)  # accepted by the server's loop
+        with server.connect() as sock:
+            sock.sendall(request_bytes("GET", "/health", close=True))
+            [(status, headers, body)] = read_responses(sock, 1)
+        assert status == 503 and headers["content-type"] == "application/json" and json.loads(body)["detail"]
+        assert headers["retry-after"] == "1"
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert http.get("/health").status_code == 200
+
+
 def test_sigterm_with_a_stalled_client_ends_within_the_shutdown_bound(tiny_artifact: Path) -> None:
     """uvicorn's --timeout-graceful-shutdown bounds the drain; the body bound here is longer than the test."""
     with socket.socket() as probe:
@@ -287,7 +316,7 @@ def test_sigterm_with_a_stalled_client_ends_within_the_shutdown_bound(tiny_artif
         port = probe.getsockname()[1]
     env = {**os.environ, "CHARSERVE_MODELS_DIR": str(tiny_artifact), "CHARSERVE_BODY_TIMEOUT_S": "120",
            "PYTHONPATH": str(ROOT), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1",
-           "UVICORN_HTTP": "app.api.header_timeout:HttpToolsProtocol"}  # fmt: skip
+           "UVICORN_HTTP": "app.api.http_protocol:HttpToolsProtocol"}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

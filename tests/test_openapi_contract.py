@@ -16,7 +16,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.adapters.poet import FORMS
-from app.api.schemas import FreePoem, QiyanJueju, QiyanLushi, WuyanJueju, WuyanLushi
+from app.api.schemas import NOT_BLANK, FreePoem, QiyanJueju, QiyanLushi, WuyanJueju, WuyanLushi
 from app.main import create_app
 from app.settings import Settings
 from tests.test_hostile_clients import LiveServer
@@ -88,4 +88,4 @@ def test_the_document_names_every_answer(tiny_artifact: Path) -> None:
     assert "oneOf" in poem["requestBody"]["content"]["application/json"]["schema"]
     texts = document["components"]["schemas"]["CorrectRequest"]
     assert texts["oneOf"] == [{"required": ["text"]}, {"required": ["texts"]}]
-    assert texts["properties"]["texts"]["items"]["pattern"] == r"\S"
+    assert texts["properties"]["texts"]["items"]["pattern"] == NOT_BLANK

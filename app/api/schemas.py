@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -18,16 +19,21 @@ from pydantic import (
     model_validator,
 )
 
+# White space as JSON Schema's patterns (ECMA-262's `\s`) know it, written out: `\s` itself means more in Python's
+# re (`str.isspace`: U+0085, U+001C-U+001F) and less elsewhere, so the server and a client reading the schema
+# would disagree on texts such as "\x85". Written out, the server (Python's re), ECMA-262 and Rust's regex agree.
+NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
+    if not _NOT_BLANK.search(text):
         raise ValueError("the text is empty or blank")
     return text
 
 
-# A text holds a character that is not white space (`str.isspace`); the schema's pattern `\S` says the same to
-# any client that reads it with Python's re, whose `\s` is `str.isspace`.
-NonBlank = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
+# A text holds a character that is not white space.
+NonBlank = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": NOT_BLANK})]
 
 
 def texts_schema(*examples: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
