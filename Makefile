@@ -27,8 +27,15 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# ONNX Runtime's CPU and GPU wheels provide the same module: exactly one is installed. The GPU one where
+# `nvidia-smi -L` lists a GPU, else the CPU one; EXTRA=cpu or EXTRA=gpu decides instead.
+EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+OTHER_ORT := $(if $(filter gpu,$(EXTRA)),onnxruntime,onnxruntime-gpu)
+
 install-serve: $(PY)
-	$(PIP) -e ".[cpu]"
+	@case "$(EXTRA)" in cpu|gpu) ;; *) echo "EXTRA must be cpu or gpu, not '$(EXTRA)'" >&2; exit 2;; esac
+	$(PY) -m pip uninstall --yes --quiet $(OTHER_ORT) 2>/dev/null || true
+	$(PIP) -e ".[$(EXTRA)]"
 
 install-test: $(PY) $(INFRA)
 	$(PIP) -e ".[cpu,train,dev]"
@@ -45,7 +52,7 @@ export UVICORN_LIMIT_CONCURRENCY ?= 1024
 # uvicorn's HTTP protocol with a bound on the wait for each request's head (CHARSERVE_HEADER_TIMEOUT_S; 408 past it).
 export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol
 
-## Install the serving dependencies and start the API on the bundled models.
+## Install the serving dependencies (ONNX Runtime for the GPU if there is one) and start the API.
 # The app logs each request as one JSON line (charserve.access); uvicorn's own text line would double it.
 serve: install-serve
 	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log

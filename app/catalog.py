@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
-
 from app.adapters.classifier import Classifier
 from app.adapters.poet import Poet
 from app.adapters.speller.model import Speller
 from app.engine.continuous import ContinuousBatcher
 from app.engine.dynamic import DynamicBatcher
 from app.engine.fan_out import FanOut
-from app.engine.protocol import Scheduler
+from app.engine.protocol import ItemScheduler, Scheduler
+from app.engine.workers import Limiter, WorkerPool
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -34,47 +33,60 @@ class ServedModel(Protocol):
     def warm_up(self) -> None: ...
 
 
-SchedulerFactory = Callable[[Any, Settings, anyio.CapacityLimiter, Metrics], Scheduler]
+SchedulerFactory = Callable[[Any, Settings, Limiter, Metrics], Scheduler]
 
 
-def dynamic(model: Any, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> Scheduler:
-    """Whole requests' texts gathered into one model call (`model.batch`)."""
+def dynamic(model: Any, settings: Settings, workers: Limiter, metrics: Metrics) -> DynamicBatcher:
+    """Concurrent requests' texts gathered into one model call (`model.batch`), at most batch_max_texts a call."""
+    return batcher(
+        model.name, model.batch, settings, workers, metrics,
+        max_batch=settings.batch_max_texts, max_queue=settings.max_queue_texts,
+    )  # fmt: skip
+
+
+def batcher(
+    name: str, fn: Any, settings: Settings, workers: Limiter, metrics: Metrics, **limits: Any
+) -> DynamicBatcher:
     return DynamicBatcher(
-        model.name,
-        model.batch,
-        max_batch=settings.batch_max_texts,
+        name,
+        fn,
         max_wait_s=settings.batch_max_wait_ms / 1000,
-        max_queue=settings.max_queue_texts,
         deadline_s=settings.request_deadline_s,
         limiter=workers,
         metrics=metrics,
+        **limits,
     )
 
 
-def continuous(model: Any, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics, **options: Any):
+def continuous(model: Any, settings: Settings, workers: Limiter, metrics: Metrics, **options: Any):
     return ContinuousBatcher(model, deadline_s=settings.request_deadline_s, limiter=workers, metrics=metrics, **options)
 
 
-def speller_scheduler(
-    model: Speller, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics
-) -> Scheduler:
-    """Dynamic by default (on a CPU core whole requests measured faster, docs/design.md); continuous when set so:
-    each unknown word joins the running beam search at the next step."""
-    if settings.speller_scheduling != "continuous" or settings.batch_max_texts == 1:
-        return dynamic(model, settings, workers, metrics)
-    words = continuous(
-        model,
-        settings,
-        workers,
-        metrics,
-        max_batch=settings.speller_max_batch_words,
-        max_queue=settings.speller_max_queue_words,
-        join_fraction=settings.speller_join_fraction,
-    )
+def speller_scheduler(model: Speller, settings: Settings, workers: Limiter, metrics: Metrics) -> Scheduler:
+    """Each request's texts split into their unknown words, which are batched across requests: dynamically by
+    default (on a CPU core whole calls measured faster, docs/design.md), in calls of at most
+    speller_max_batch_words words taken from the waiting requests in turn; continuously when set so: each word
+    joins the running beam search at the next step."""
+    if settings.speller_scheduling == "continuous" and settings.batch_max_texts > 1:
+        words: ItemScheduler = continuous(
+            model,
+            settings,
+            workers,
+            metrics,
+            max_batch=settings.speller_max_batch_words,
+            max_queue=settings.speller_max_queue_words,
+            join_fraction=settings.speller_join_fraction,
+        )
+    else:
+        words = batcher(
+            model.name, model.batch_words, settings, workers, metrics,
+            max_batch=settings.speller_max_batch_words, max_queue=settings.speller_max_queue_words,
+            shared=settings.batch_max_texts > 1,  # 1: batching off, requests never share a call
+        )  # fmt: skip
     return FanOut(model, words)
 
 
-def poet_scheduler(model: Poet, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> Scheduler:
+def poet_scheduler(model: Poet, settings: Settings, workers: Limiter, metrics: Metrics) -> Scheduler:
     """Continuous: a poem joins the running batch at the next step and leaves when it ends."""
     return continuous(
         model,
@@ -120,6 +132,9 @@ class ModelRegistry:
         registry.ready = True
         return registry
 
-    def schedulers(self, settings: Settings, workers: anyio.CapacityLimiter, metrics: Metrics) -> dict[str, Scheduler]:
-        """One scheduler per loaded model, as the catalog says."""
-        return {name: CATALOG[name].scheduler(model, settings, workers, metrics) for name, model in self.models.items()}
+    def schedulers(self, settings: Settings, workers: WorkerPool, metrics: Metrics) -> dict[str, Scheduler]:
+        """One scheduler per loaded model, as the catalog says, each with its share of the workers."""
+        return {
+            name: CATALOG[name].scheduler(model, settings, workers.share(name), metrics)
+            for name, model in self.models.items()
+        }

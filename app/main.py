@@ -16,7 +16,9 @@ from app.api.errors import add_error_handlers
 from app.api.guards import add_middlewares
 from app.api.openapi import document_settings
 from app.api.routers import classify, correct, health, poem
+from app.api.routers.pages import add_pages
 from app.catalog import ModelRegistry
+from app.engine.workers import WorkerPool
 from app.metrics import Metrics, watch_event_loop
 from app.settings import Settings
 
@@ -44,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A broken artifact raises here, naming the file, and uvicorn refuses to start.
         registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
-        workers = anyio.CapacityLimiter(settings.inference_workers)  # shared: the cores are too
+        workers = WorkerPool(settings.inference_workers)  # shared: the cores are too
         schedulers = registry.schedulers(settings, workers, metrics)
         for scheduler in schedulers.values():
             await scheduler.start()
@@ -74,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Character-level neural text models on ONNX Runtime",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app/api/routers/pages.py from local files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.schedulers = {}
     for router in (health.router, correct.router, classify.router, poem.router):
         app.include_router(router)
+    add_pages(app)
     add_error_handlers(app)
     add_middlewares(app, settings, metrics)
     document_settings(app, settings)

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
         2, ge=1, description="model calls (batches) running at once, all models together, off the event loop"
     )
     batch_max_texts: int = Field(
-        64, ge=1, description="texts gathered from concurrent requests into one model call; 1 turns batching off"
+        64,
+        ge=1,
+        description="texts gathered from concurrent requests into one model call (the classifier; a larger "
+        "request runs in pieces of this size); 1 turns batching off (the speller: requests never share a call)",
     )
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="how long the first text of a batch waits for others to join it"
@@ -62,12 +65,16 @@ class Settings(BaseSettings):
     poet_precision: Precision = precision_field("the poet's step graph")
     classifier_precision: Precision = precision_field("the classifier's graph")
     speller_max_batch_words: int = Field(
-        128, ge=1, description="distinct words decoded together (dynamic: larger requests run in chunks of this size)"
+        128,
+        ge=1,
+        description="words decoded together: a speller call holds at most this many, taken from the waiting "
+        "requests in turn, so a request with more runs in pieces that share the workers with other requests",
     )
     speller_scheduling: Literal["continuous", "dynamic"] = Field(
         "dynamic",  # measured faster on a CPU core (docs/design.md): each join copies the running batch
         description="continuous: each unknown word joins the running beam search at the next step; "
-        "dynamic: whole requests gathered into one call (batch_max_texts, batch_max_wait_ms)",
+        "dynamic: the unknown words of concurrent requests gathered into calls (speller_max_batch_words, "
+        "batch_max_wait_ms)",
     )
     speller_join_fraction: float = Field(
         0.5,
@@ -76,7 +83,10 @@ class Settings(BaseSettings):
         "(each join copies the batch's encoder outputs; 0: at every step)",
     )
     speller_max_queue_words: int = Field(
-        1024, ge=1, description="continuous: words waiting to join the beam search; a request arriving beyond: 503"
+        1024,
+        ge=1,
+        description="words waiting to be decoded (dynamic: counting at most speller_max_batch_words of each "
+        "request, what a newcomer waits behind); a request arriving beyond: 503",
     )
     speller_beam_size: int | None = Field(None, ge=1, le=32, description="override the manifest's beam size")
     speller_prior_weight: float | None = Field(

@@ -126,7 +126,7 @@ def test_oversized_body_is_refused_unread(tiny_artifact: Path) -> None:
 
 def test_overload_is_refused_fast_with_retry_after(tiny_artifact: Path) -> None:
     with TestClient(create_app(Settings(models_dir=tiny_artifact, speller_scheduling="dynamic"))) as dynamic:
-        batcher = dynamic.app.state.schedulers["speller"]
+        batcher = dynamic.app.state.schedulers["speller"].items  # its unknown words, batched dynamically
         batcher.queued_items = batcher.max_queue  # as if that many texts were waiting
         response = dynamic.post("/correct", json={"text": "teh"})
         batcher.queued_items = 0
@@ -140,9 +140,9 @@ def test_overload_is_refused_fast_when_words_batch_continuously(tiny_artifact: P
     with TestClient(create_app(settings)) as continuous:
         words = continuous.app.state.schedulers["speller"].items
         assert continuous.post("/correct", json={"text": "teh wich abuot"}).status_code == 200  # 3 words: in
-        words.waiting += [object(), object()]  # as if two words were waiting (the idle loop is not woken)
+        words.waiting.count += 2  # as if two words were waiting (the idle loop is not woken)
         response = continuous.post("/correct", json={"text": "teh"})
-        words.waiting.clear()
+        words.waiting.count -= 2
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "overloaded" in response.json()["detail"]

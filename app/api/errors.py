@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.api.schemas import ErrorResponse
-from app.engine.errors import DeadlineExceeded, Overloaded
+from app.engine.errors import DeadlineExceeded, InvalidInput, Overloaded
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -34,6 +34,11 @@ async def deadline_exceeded(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"deadline exceeded: {exc}"}, status_code=504)
 
 
+async def invalid_input(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
 def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InvalidInput, invalid_input)
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(DeadlineExceeded, deadline_exceeded)

@@ -1,10 +1,16 @@
-"""Dynamic batching across requests: one scheduler per model gathers the texts of concurrent requests into
-one model call, up to a maximum batch or a maximum wait, and answers each request with its own slice.
+"""Dynamic batching across requests: one scheduler per model gathers the items of concurrent requests into one
+model call, up to a maximum batch or a maximum wait, and answers each request with its own slice.
 
-- The queue is bounded: a request that would overflow it is refused at once (Overloaded → 503).
-- Each request has a deadline (DeadlineExceeded → 504); a request that leaves before its batch starts,
-  on its deadline or because the client went away, is dropped from the queue, not computed.
-- A batch that raises fails only the requests in it; the scheduler goes on with the next.
+- A request is taken in pieces of at most `max_batch` items, and each call takes its pieces from the waiting
+  requests in turn, the least served first: a request with thousands of items (the speller's words of a full
+  request) shares every call with the requests that came after it instead of holding a worker until it is done,
+  and a new small request rides in the very next call.
+- The queue is bounded: a request that would overflow it is refused at once (Overloaded → 503). It counts at
+  most one piece of each request, since that is what a newcomer waits behind.
+- Each request has a deadline (DeadlineExceeded → 504); a request that leaves, on its deadline or because the
+  client went away, is dropped with its pieces not yet taken: its remaining work is never computed.
+- Items are checked before they join (isolation.py); a call that raises is run again in halves by request, so
+  that only the requests whose items make it fail get the error and every other request its answer.
 - Model calls run in worker threads, never on the event loop.
 """
 
@@ -21,16 +27,36 @@ import anyio
 import anyio.to_thread
 
 from app.engine.errors import DeadlineExceeded, Overloaded
+from app.engine.isolation import bisect_failures, check_encodable
+from app.engine.workers import Limiter
 from app.metrics import Metrics
 
 log = logging.getLogger("charserve.batching")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     items: Sequence[Any]
     future: asyncio.Future[list[Any]]
+    results: list[Any]
+    taken: int = 0  # items handed to model calls so far
+    answered: int = 0
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def untaken(self) -> int:
+        return len(self.items) - self.taken
+
+
+@dataclass(frozen=True)
+class _Piece:
+    request: _Request
+    start: int
+    end: int
+
+    @property
+    def items(self) -> Sequence[Any]:
+        return self.request.items[self.start : self.end]
 
 
 class DynamicBatcher:
@@ -45,15 +71,18 @@ class DynamicBatcher:
         max_wait_s: float,
         max_queue: int,
         deadline_s: float,
-        limiter: anyio.CapacityLimiter,
+        limiter: Limiter,
         metrics: Metrics | None = None,
+        shared: bool = True,
     ) -> None:
         self.name, self.fn = name, fn
         self.max_batch, self.max_wait_s, self.max_queue, self.deadline_s = max_batch, max_wait_s, max_queue, deadline_s
+        self.shared = shared  # False: each call holds one request's piece (batching off, a benchmark baseline)
         self.limiter = limiter
         self.metrics = metrics or Metrics()
-        self.queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self.queued_items = 0
+        self.waiting: list[_Request] = []  # requests with items not yet taken, in order of arrival
+        self.queued_items = 0  # the waiting requests' untaken items, at most one piece of each
+        self.arrived = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -68,100 +97,131 @@ class DynamicBatcher:
         if self.running:
             await asyncio.gather(*self.running, return_exceptions=True)
 
+    def _turn(self, request: _Request) -> int:
+        """What `request` adds to the queue's count: its untaken items, at most one piece."""
+        return min(request.untaken, self.max_batch)
+
     async def submit(self, items: Sequence[Any]) -> list[Any]:
         if self.loop_task is None:
             raise RuntimeError(f"the {self.name} batcher is not started")
-        if self.queued_items + len(items) > self.max_queue:
+        check_encodable(items)
+        if not items:
+            return []
+        request = _Request(items, asyncio.get_running_loop().create_future(), [None] * len(items))
+        if self.queued_items + self._turn(request) > self.max_queue:
             self.metrics.rejected.labels(self.name).inc()
             raise Overloaded(f"{self.queued_items} {self.name} items already queued (limit {self.max_queue})")
-        request = _Request(items, asyncio.get_running_loop().create_future())
-        self.queued_items += len(items)
-        self.metrics.queue_depth.labels(self.name).set(self.queued_items)
-        self.queue.put_nowait(request)
+        self.waiting.append(request)
+        self._count(self._turn(request))
+        self.arrived.set()
         try:
             return await asyncio.wait_for(asyncio.shield(request.future), self.deadline_s)
         except TimeoutError as exc:
             raise DeadlineExceeded(f"no answer within {self.deadline_s:g} s") from exc
         finally:
-            # On a deadline or a cancelled request (the client went away) the batch loop skips this request
-            # if it has not started yet; if it has, its answer is simply not read.
+            # On a deadline or a cancelled request (the client went away) its pieces not yet taken are dropped;
+            # those already in a model call finish, their answers not read.
             if not request.future.done():
                 request.future.cancel()
+            self._drop(request)
+
+    submit_many = submit  # FanOut's name for "one answer per item" (app/engine/fan_out.py)
+
+    def _count(self, change: int) -> None:
+        self.queued_items += change
+        self.metrics.queue_depth.labels(self.name).set(self.queued_items)
+
+    def _drop(self, request: _Request) -> None:
+        if request in self.waiting:
+            self.waiting.remove(request)
+            self._count(-self._turn(request))
 
     async def _loop(self) -> None:
         while True:
-            first = await self.queue.get()
+            while not self.waiting:
+                self.arrived.clear()
+                await self.arrived.wait()
             # Wait for a free worker before forming the batch: requests that arrive meanwhile join it, and
             # one that leaves meanwhile (deadline, disconnect) is dropped rather than computed.
             token = object()  # the limiter's borrower: acquired here, released by the batch's own task
             await self.limiter.acquire_on_behalf_of(token)  # at most `workers` batches at once, all models together
             try:
-                batch = await self._gather(first)
+                pieces = await self._gather()
             except BaseException:
                 self.limiter.release_on_behalf_of(token)
                 raise
-            if not batch:
+            if not pieces:
                 self.limiter.release_on_behalf_of(token)
                 continue
-            task = asyncio.create_task(self._run(batch, token))
+            task = asyncio.create_task(self._run(pieces, token))
             self.running.add(task)
             task.add_done_callback(self.running.discard)
 
-    async def _gather(self, first: _Request) -> list[_Request]:
-        """`first` and whatever joins it until the batch is full or `first` has waited max_wait_s."""
-        batch: list[_Request] = []
-        rows = 0
-        deadline = first.enqueued + self.max_wait_s
-        request: _Request | None = first
-        while request is not None:
-            self.queued_items -= len(request.items)
-            if not request.future.cancelled():
-                batch.append(request)
-                rows += len(request.items)
-            if rows >= self.max_batch:
+    async def _gather(self) -> list[_Piece]:
+        """Wait until a batch's worth of items waits or the oldest request has waited max_wait_s, then take it."""
+        while self.shared and self.waiting:
+            if sum(r.untaken for r in self.waiting) >= self.max_batch:
                 break
-            request = await self._next(deadline)
-        self.metrics.queue_depth.labels(self.name).set(self.queued_items)
-        return batch
+            wait = min(r.enqueued for r in self.waiting) + self.max_wait_s - time.perf_counter()
+            if wait <= 0:
+                break
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), wait)
+            except TimeoutError:
+                break
+        return self._take()
 
-    async def _next(self, deadline: float) -> _Request | None:
-        try:
-            return self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        wait = deadline - time.perf_counter()
-        if wait <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self.queue.get(), wait)
-        except TimeoutError:
-            return None
+    def _take(self) -> list[_Piece]:
+        """Pieces of the waiting requests, the least served first (a request not yet served before one already
+        served, the older first among equals), until the batch is full."""
+        pieces: list[_Piece] = []
+        room = self.max_batch
+        for request in sorted(self.waiting, key=lambda r: (r.taken, r.enqueued)):
+            before = self._turn(request)
+            size = min(request.untaken, room)
+            pieces.append(_Piece(request, request.taken, request.taken + size))
+            request.taken += size
+            room -= size
+            self._count(self._turn(request) - before)
+            if not room or not self.shared:
+                break
+        self.waiting = [r for r in self.waiting if r.untaken]
+        return pieces
 
-    def _call(self, items: list[Any]) -> list[Any]:
+    def _call(self, pieces: list[_Piece]) -> list[tuple[list[_Piece], list[Any] | Exception]]:
         """In a worker thread: the model call, timed there (time spent waiting for a thread is not the model's)."""
         started = time.perf_counter()
         try:
-            return self.fn(items)
+            return bisect_failures(lambda part: self.fn([item for piece in part for item in piece.items]), pieces)
         finally:
             self.metrics.call_seconds.labels(self.name).observe(time.perf_counter() - started)
 
-    async def _run(self, batch: list[_Request], token: object) -> None:
+    async def _run(self, pieces: list[_Piece], token: object) -> None:
         try:
-            items = [item for request in batch for item in request.items]
-            try:
-                results = await anyio.to_thread.run_sync(self._call, items)
-                self.metrics.batch_requests.labels(self.name).observe(len(batch))
-            except Exception as exc:  # the batch's own requests fail; the scheduler goes on
-                log.exception("%s batch of %d items failed", self.name, len(items))
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                return
-            start = 0
-            for request in batch:
-                end = start + len(request.items)
-                if not request.future.done():
-                    request.future.set_result(results[start:end])
-                start = end
+            outcomes = await anyio.to_thread.run_sync(self._call, pieces)
+            self.metrics.batch_requests.labels(self.name).observe(len({id(p.request) for p in pieces}))
         finally:
             self.limiter.release_on_behalf_of(token)
+        for part, outcome in outcomes:
+            if isinstance(outcome, Exception):  # `part` is one piece: its request alone fails
+                [piece] = part
+                log.error("%s: a request's %d items failed", self.name, len(piece.items), exc_info=outcome)
+                self._fail(piece.request, outcome)
+                continue
+            start = 0
+            for piece in part:
+                self._answer(piece, outcome[start : start + len(piece.items)])
+                start += len(piece.items)
+
+    def _answer(self, piece: _Piece, results: list[Any]) -> None:
+        request = piece.request
+        request.results[piece.start : piece.end] = results
+        request.answered += len(results)
+        if request.answered == len(request.items) and not request.future.done():
+            request.future.set_result(request.results)
+
+    def _fail(self, request: _Request, error: Exception) -> None:
+        if not request.future.done():
+            request.future.set_exception(error)
+        self._drop(request)  # its other pieces are not computed

@@ -6,7 +6,8 @@
   one fixed batch to its end.
 - `ItemSplitter`: a model whose requests carry texts but which decodes smaller items of them (the speller's
   unknown words), so that each item can join the running batch on its own (app/engine/fan_out.py).
-- `Scheduler`: what a route awaits, whichever scheduler serves the model.
+- `Scheduler`: what a route awaits, whichever scheduler serves the model; `ItemScheduler`: one that answers a
+  request's many items (app/engine/fan_out.py hands it the items of `ItemSplitter`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class Scheduler(Protocol):
 
     async def submit(self, items: Any) -> Any:
         """The answers of one request's items (or of one plan, for a scheduler of single plans)."""
+        ...
+
+
+class ItemScheduler(Scheduler, Protocol):
+    async def submit_many(self, items: list[Any]) -> list[Any]:
+        """One answer per item of one request, in order."""
         ...
 
 

@@ -309,6 +309,13 @@ class Speller(ManifestModel):
         """What the scheduler calls with the texts of many requests."""
         return self.correct_texts(texts)
 
+    def batch_words(self, words: list[str]) -> list[str]:
+        """What dynamic batching calls with unknown words of many requests (split's items): each distinct word
+        decoded once, though several requests bring it."""
+        distinct = list(dict.fromkeys(words))
+        fixed = dict(zip(distinct, self.correct_words(distinct), strict=True))
+        return [fixed[word] for word in words]
+
     def correct_texts(self, texts: list[str]) -> list[CorrectedText]:
         """Correct every unknown word of every text, all in one batch."""
         found, unknown = self.unknown_words(texts)
