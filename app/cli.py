@@ -171,8 +171,11 @@ def show_settings(args: argparse.Namespace, settings: Settings) -> int:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off.
-    uvicorn.run("app.main:app", host=args.host, port=args.port, access_log=False)
+    from app.api.http_protocol import server_options
+
+    # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off; and the
+    # same bounds on shutdown, connections and a request head's wait.
+    uvicorn.run("app.main:app", host=args.host, port=args.port, access_log=False, **server_options())
     return 0
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.api.http_protocol import SERVER_DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
 
@@ -51,13 +53,13 @@ def test_every_start_of_the_server_bounds_its_shutdown_the_same_way() -> None:
     """uvicorn reads UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN: the Makefile, both images and Compose set that one variable,
     and Compose waits longer than it before killing the container."""
     makefile = (ROOT / "Makefile").read_text()
-    assert "export UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN ?= 30" in makefile
-    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
-        text = (ROOT / "docker" / dockerfile).read_text()
-        assert "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN=30" in text and "--timeout-graceful-shutdown" not in text
-        assert "UVICORN_LIMIT_CONCURRENCY=" in text
-        assert "UVICORN_HTTP=app.api.http_protocol:HttpToolsProtocol" in text
-    assert "export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol" in makefile
+    dockerfiles = [(ROOT / "docker" / name).read_text() for name in ("Dockerfile", "Dockerfile.gpu")]
+    for name, value in SERVER_DEFAULTS.items():  # what `charserve serve` uses when the variables are unset
+        assert f"export {name} ?= {value}" in makefile
+        for text in dockerfiles:
+            assert f"{name}={value}" in text
+    for text in dockerfiles:
+        assert "--timeout-graceful-shutdown" not in text
     api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
     assert api["environment"]["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"] == "${UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN:-30}"
     assert int(api["stop_grace_period"].rstrip("s")) > 30

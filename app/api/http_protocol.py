@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from functools import cache
 from typing import Any
 
@@ -32,6 +33,25 @@ REQUEST_TIMEOUT = (
 
 
 log = logging.getLogger("uvicorn.error")
+
+# How uvicorn runs charserve wherever it is started (the Makefile, the images, `charserve serve`): uvicorn's own
+# UVICORN_* variables, with these defaults. SIGTERM drains in-flight requests for at most the first, in seconds;
+# the second bounds the connections (and requests) at once; the third is this module's protocol.
+SERVER_DEFAULTS = {
+    "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "30",
+    "UVICORN_LIMIT_CONCURRENCY": "1024",
+    "UVICORN_HTTP": "app.api.http_protocol:HttpToolsProtocol",
+}
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn.run's options for the three, from the environment or the defaults."""
+    value = {name: os.environ.get(name, default) for name, default in SERVER_DEFAULTS.items()}
+    return {
+        "timeout_graceful_shutdown": int(value["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"]),
+        "limit_concurrency": int(value["UVICORN_LIMIT_CONCURRENCY"]),
+        "http": value["UVICORN_HTTP"],
+    }
 
 
 @cache
