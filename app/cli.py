@@ -159,7 +159,9 @@ def settings_table() -> str:
     prefix = Settings.model_config.get("env_prefix", "")
     for name, field in Settings.model_fields.items():
         meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{(prefix + name).upper()}` | {shown_default(field.default)} | {meaning} |")
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("shown_default") or shown_default(field.default)  # a None that is not the manifest's
+        rows.append(f"| `{(prefix + name).upper()}` | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 

@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     )
     api_keys: Path | None = Field(
         None,
+        json_schema_extra={"shown_default": "unset: no keys needed"},
         description="file of SHA-256 hex digests of the accepted API keys, one a line; when set, requests need "
         "`Authorization: Bearer <key>` or `X-API-Key: <key>` (else 401)",
     )
