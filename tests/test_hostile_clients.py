@@ -315,6 +315,7 @@ def test_sigterm_with_a_stalled_client_ends_within_the_shutdown_bound(tiny_artif
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "CHARSERVE_MODELS_DIR": str(tiny_artifact), "CHARSERVE_BODY_TIMEOUT_S": "120",
+           "CHARSERVE_MODELS": "[\"classifier\"]",  # the quickest to load: the stall comes before any model
            "PYTHONPATH": str(ROOT), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1",
            "UVICORN_HTTP": "app.api.http_protocol:HttpToolsProtocol"}  # fmt: skip
     server = subprocess.Popen(
