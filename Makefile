@@ -17,7 +17,8 @@ SPELLER_VERSION ?= 1.6.1
 
 .PHONY: help serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
 	classifier-train classifier-refit classifier-wordnet classifier-wordnet-refit classifier-artifact poet-train \
-	poet-train-gpu poet-resume poet-artifact poet-measure
+	poet-train-gpu poet-resume poet-artifact poet-measure poet-transformer-train-gpu poet-transformer-artifact \
+	poet-transformer-measure
 
 ## List the targets, one line each.
 help:
@@ -171,3 +172,25 @@ poet-artifact: install-test
 ## Measure the bundled poet: served test perplexity, forms, acrostics, distinct-2 (docs/poet_quality.md).
 poet-measure: install-test
 	$(PY) -m training.measure poet --write-manifest
+
+# The Transformer poet (docs/poet_transformer.md): same split and vocabulary as the LSTM, trained on a GPU.
+POET_TRANSFORMER_RUN ?= runs/poet_transformer
+POET_TRANSFORMER_VERSION ?= 1.0.0
+POET_TRANSFORMER_DROPOUT ?= 0.3
+POET_TRANSFORMER_MINUTES ?= 8
+
+## Train the Transformer poet on a GPU: 6 pre-norm blocks, d_model 384, 6 heads, 256 positions, 64 windows a step.
+poet-transformer-train-gpu: install-test
+	$(PY) -m training.poet --arch transformer --out $(POET_TRANSFORMER_RUN) --layers 6 --d-model 384 --heads 6 \
+		--context 256 --dropout $(POET_TRANSFORMER_DROPOUT) --batch-size 64 --epochs 60 --patience 3 --seed 0 \
+		--device cuda --max-minutes $(POET_TRANSFORMER_MINUTES)
+
+## Export the Transformer poet to models/poet_transformer (int8-stored float graph, int8 graph) and measure it.
+poet-transformer-artifact: install-test
+	$(PY) -m training.export poet_transformer --checkpoint $(POET_TRANSFORMER_RUN)/best.pt \
+		--version $(POET_TRANSFORMER_VERSION) --int8
+	$(MAKE) poet-transformer-measure
+
+## Measure the Transformer poet as poet-measure does the LSTM (docs/poet_transformer_quality.md).
+poet-transformer-measure: install-test
+	$(PY) -m training.measure poet_transformer --write-manifest

@@ -110,6 +110,8 @@ CATALOG: dict[str, CatalogEntry] = {
     "speller": CatalogEntry(Speller, speller_scheduler),
     "classifier": CatalogEntry(Classifier, dynamic),
     "poet": CatalogEntry(Poet, poet_scheduler),
+    # The same adapter: the manifest says the language model is a Transformer with a key/value cache.
+    "poet_transformer": CatalogEntry(Poet, poet_scheduler),
 }
 
 

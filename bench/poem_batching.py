@@ -1,7 +1,7 @@
 """/poem under load with poems of mixed lengths: continuous batching against static batching, in one run,
 and the model FLOP utilisation each reaches.
 
-    python -m bench.poem_batching --server-cores 0 --client-cores 1 --seconds 20 --repeats 3
+    python -m bench.poem_batching --server-cores 0 --client-cores 1 --seconds 20 --repeats 3 [--model poet_transformer]
 
 Two static baselines admit new poems only into an empty batch, so a batch runs as long as its longest
 poem: the textbook one (static_padded) goes on computing the rows of poems that have ended, as a padded
@@ -9,7 +9,7 @@ batch decodes; the stronger one (static) drops them, so its batch shrinks as poe
 fills each freed row at the next step. All run the same server code (CHARSERVE_POET_SCHEDULING). FLOP
 utilisation: rows computed per second × the step graph's FLOPs per row, against this machine's SGEMM peak
 on the server's cores, measured in the same run. Results: docs/poem_batching.{json,md}, README block
-`poem-batching`.
+`poem-batching` (the LSTM poet; `--model poet_transformer`: docs/poet_transformer_batching.{json,md}).
 """
 
 from __future__ import annotations
@@ -35,9 +35,19 @@ SCHEDULERS = {
 }
 
 
+# The cached positions a Transformer step is counted at: about the mean position over the mix's poems.
+MEAN_POSITION = 40
+
+
 def step_flops(manifest: dict) -> float:
-    """Multiply-adds ×2 of one character of one poem: every LSTM layer's four gates, then the output layer."""
+    """Multiply-adds ×2 of one character of one poem: every LSTM layer's four gates, then the output layer; for
+    a Transformer, every block's projections and MLP and attention over MEAN_POSITION cached positions, then the
+    output layer."""
     config = manifest["config"]
+    if manifest.get("decoder_state") == "kv_cache":
+        d, layers, vocab = config["d_model"], config["layers"], config["vocab_size"]
+        block = 4 * d * d + 2 * 4 * d * d + 2 * (MEAN_POSITION + 1) * d  # qkv + proj, MLP, scores and mix
+        return 2.0 * (layers * block + d * vocab)
     emb, hidden, layers, vocab = config["emb"], config["hidden"], config["layers"], config["vocab_size"]
     lstm = sum(4 * hidden * ((emb if layer == 0 else hidden) + hidden) for layer in range(layers))
     return 2.0 * (lstm + hidden * vocab)
@@ -63,7 +73,7 @@ from pathlib import Path
 import numpy as np
 from app.adapters.poet import Poet
 from app.settings import Settings
-poet = Poet(Path(sys.argv[1]) / "poet", Settings(intra_op_threads=int(sys.argv[2])))
+poet = Poet(Path(sys.argv[1]) / sys.argv[3], Settings(intra_op_threads=int(sys.argv[2])))
 curve = {}
 for rows in (1, 4, 16, 32, 64):
     batch = poet.rows([poet.plan("qiyan_lushi") for _ in range(rows)])
@@ -77,20 +87,20 @@ print(json.dumps(curve))
 """
 
 
-def step_curve(cores: str, models_dir: Path) -> dict[str, float]:
+def step_curve(cores: str, models_dir: Path, model: str = "poet") -> dict[str, float]:
     """Median ms of one whole decoding step (graph + masks + choice) by rows in the batch, on `cores`.
 
     Continuous batching pays where a step costs about the same whatever its rows (a GPU); where the cost
     grows with the rows, a static batch that shrinks as its poems end wastes little."""
     threads = str(len(cores.split(",")))
-    command = ["taskset", "-c", cores, sys.executable, "-c", STEP_CURVE, str(models_dir), threads]
+    command = ["taskset", "-c", cores, sys.executable, "-c", STEP_CURVE, str(models_dir), threads, model]
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def characters(metrics_text: str) -> float:
+def characters(metrics_text: str, model: str = "poet") -> float:
     for line in metrics_text.splitlines():
-        if line.startswith('charserve_tokens_total{model="poet"}'):
+        if line.startswith(f'charserve_tokens_total{{model="{model}"}}'):
             return float(line.split()[-1])
     return 0.0
 
@@ -104,30 +114,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--port", type=int, default=18500)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "poem_batching.json")
+    parser.add_argument("--model", choices=["poet", "poet_transformer"], default="poet")
+    parser.add_argument("--out", type=Path, help="default: docs/poem_batching.json (poet), docs/<model>_batching.json")
     args = parser.parse_args(argv)
+    out = args.out or ROOT / "docs" / ("poem_batching.json" if args.model == "poet" else f"{args.model}_batching.json")
+    bodies = [{**body, "model": args.model} for body in POEM_BODIES]
     import httpx
 
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
-    manifest = json.loads((args.models_dir / "poet" / "manifest.json").read_text())
+    manifest = json.loads((args.models_dir / args.model / "manifest.json").read_text())
     flops = step_flops(manifest)
     peak = sgemm_peak(args.server_cores)
     print(f"SGEMM peak on core(s) {args.server_cores}: {peak / 1e9:.1f} GFLOP/s; {flops / 1e6:.2f} MFLOP a character")
-    curve = step_curve(args.server_cores, args.models_dir)
+    curve = step_curve(args.server_cores, args.models_dir, args.model)
     print(f"step ms by rows: {curve}")
     runs = []
     for round_ in range(args.repeats):
         for name, env in SCHEDULERS.items():
-            env = {**env, "CHARSERVE_MODELS": '["poet"]', "CHARSERVE_MODELS_DIR": str(args.models_dir),
+            env = {**env, "CHARSERVE_MODELS": json.dumps([args.model]), "CHARSERVE_MODELS_DIR": str(args.models_dir),
                    "CHARSERVE_POET_MAX_QUEUE": "1024"}  # fmt: skip
             server = start_server(env, args.server_cores, args.port)
             try:
                 base = f"http://127.0.0.1:{args.port}"
-                before = characters(httpx.get(f"{base}/metrics").text)
+                before = characters(httpx.get(f"{base}/metrics").text, args.model)
                 started = time.perf_counter()
-                result = asyncio.run(closed_loop(f"{base}/poem", POEM_BODIES, args.concurrency, args.seconds, 0))
+                result = asyncio.run(closed_loop(f"{base}/poem", bodies, args.concurrency, args.seconds, 0))
                 elapsed = time.perf_counter() - started
-                written = characters(httpx.get(f"{base}/metrics").text) - before
+                written = characters(httpx.get(f"{base}/metrics").text, args.model) - before
             finally:
                 stop_server(server)
             row = {"round": round_, "server": name, "endpoint": "/poem", "concurrency": args.concurrency,
@@ -143,13 +156,14 @@ def main(argv: list[str] | None = None) -> None:
         "sgemm_peak_flops": peak,
         "flops_per_character": flops,
         "step_ms_by_rows": curve,
-        "model": {"version": manifest["version"], "config": manifest["config"]},
+        "model": {"name": args.model, "version": manifest["version"], "config": manifest["config"]},
         "mix": "a third each: wuyan_jueju (20 characters), qiyan_lushi (64), free form of 100-200 (sampled)",
         "rows": rows,
         "runs": runs,
     }
-    save_report(args.out, report, markdown(report))
-    replace_block(ROOT / "README.md", "poem-batching", table(report))
+    save_report(out, report, markdown(report))
+    if args.model == "poet":  # the README shows the served default
+        replace_block(ROOT / "README.md", "poem-batching", table(report))
 
 
 def table(report: dict) -> str:
@@ -193,8 +207,8 @@ def markdown(report: dict) -> str:
         "*Generated by `bench/poem_batching.py`.*",
         "",
         f"Server on core(s) {report['server_cores']}, load generator on core(s) {report['client_cores']}, closed loop, "
-        f"{report['rows'][0]['concurrency']} clients, requests mixed: {report['mix']}. Poet "
-        f"{report['model']['version']}: {json.dumps(report['model']['config'])}.",
+        f"{report['rows'][0]['concurrency']} clients, requests mixed: {report['mix']}. "
+        f"{report['model'].get('name', 'poet')} {report['model']['version']}: {json.dumps(report['model']['config'])}.",
         "",
         table(report),
     ])  # fmt: skip

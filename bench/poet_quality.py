@@ -1,6 +1,6 @@
 """Poet quality: test perplexity through the served step graph, and what /poem writes, checked.
 
-    python -m bench.poet_quality
+    python -m bench.poet_quality [--model poet_transformer] [--models-dir models]
 
 - Perplexity of the test split (held out by the hash of each poem's id) computed with the ONNX Runtime
   session the service uses, one character per step as it serves: on a CPU the int8 graph; the float graph
@@ -10,8 +10,9 @@
 - distinct-2 (distinct character pairs ÷ all pairs, within lines) and the repeated-line rate over 100 poems,
   beside the same figures for 100 real poems of those forms from the test split.
 
-Writes docs/poet_quality.{json,md} and the README block `poet-quality`; `python -m training.measure poet` runs
-it and records the figures in the model's manifest.
+Either poet: `--model poet` (the LSTM) or `--model poet_transformer`, the same measures on the same test split.
+Writes docs/<model>_quality.{json,md} (the LSTM's also the README block `poet-quality`);
+`python -m training.measure <model>` runs it and records the figures in the model's manifest.
 """
 
 from __future__ import annotations
@@ -39,22 +40,30 @@ PER_FORM = 25  # 4 forms × 25 = 100 poems per set
 
 
 def served_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
-    """exp(mean NLL) of every character of each poem and its <eos>, decoded as served: one step at a time."""
-    char_id = poet.char_id
-    encoded = sorted((poet_data.encode(t, char_id) for t in texts), key=len)
+    """exp(mean NLL) of every character of each poem and its <eos>, decoded as served: one step at a time.
+
+    The LSTM reads each poem whole. The Transformer reads at most its context: a longer poem is read in the
+    windows its training evaluated (training/poet_data.windows), each from an empty cache, counting only the
+    characters no earlier window counted."""
+    context, stride = poet.lm.context, poet.manifest.model_extra.get("eval_stride")
+    pieces = []  # a window's ids (inputs and the target after the last) and the first input it counts from
+    for ids in (poet_data.encode(t, poet.char_id) for t in texts):
+        spans = poet_data.windows(len(ids) - 1, context, stride or context // 2) if context else [(0, len(ids) - 1, 0)]
+        pieces += [(ids[start : end + 1], scored - start) for start, end, scored in spans]
+    pieces.sort(key=lambda piece: len(piece[0]))
     total, count = 0.0, 0
-    for start in range(0, len(encoded), batch):
-        rows = encoded[start : start + batch]
-        width = max(len(r) for r in rows)
+    for start in range(0, len(pieces), batch):
+        rows = pieces[start : start + batch]
+        width = max(len(r) for r, _ in rows)
         ids = np.full((len(rows), width), -1, np.int64)
-        for i, r in enumerate(rows):
+        for i, (r, _) in enumerate(rows):
             ids[i, : len(r)] = r
-        h = np.zeros((poet.layers, len(rows), poet.hidden), np.float32)
-        c = h.copy()
+        counted_from = np.array([first for _, first in rows])
+        state = poet.lm.start(len(rows))
         for t in range(width - 1):
             token = np.maximum(ids[:, t], 0)
-            logits, h, c = poet.session.run(None, {"token": token, "h": h, "c": c})
-            target, live = ids[:, t + 1], ids[:, t + 1] >= 0
+            logits, state = poet.lm.step(token, state)
+            target, live = ids[:, t + 1], (ids[:, t + 1] >= 0) & (t >= counted_from)
             top = logits.max(axis=1, keepdims=True)
             log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
             total -= float((logits[np.arange(len(rows)), np.maximum(target, 0)] - log_z)[live].sum())
@@ -62,18 +71,22 @@ def served_perplexity(poet: Poet, texts: list[str], batch: int = 64) -> float:
     return math.exp(total / count)
 
 
+STEP_AFTER = 48  # characters each row has read when a step is timed: a Transformer's step grows with them
+
+
 def step_ms(poets: dict[str, Poet], batch: int = 64, steps: int = 100) -> dict[str, float]:
-    """Median time of one step at `batch` rows of each poet's session (the int8 graph, the float one)."""
+    """Median time of one step at `batch` rows, STEP_AFTER characters into their poems, of each poet's graph (the
+    int8 one, the float one)."""
     timings = {}
     for name, poet in poets.items():
-        feeds = {"token": np.full(batch, poet.bos, np.int64),
-                 "h": np.zeros((poet.layers, batch, poet.hidden), np.float32)}  # fmt: skip
-        feeds["c"] = feeds["h"]
-        poet.session.run(None, feeds)
+        token = np.full(batch, poet.bos, np.int64)
+        state = poet.lm.start(batch)
+        for _ in range(STEP_AFTER):
+            _, state = poet.lm.step(token, state)
         times = []
         for _ in range(steps):
             started = time.perf_counter()
-            poet.session.run(None, feeds)
+            poet.lm.step(token, state)
             times.append(time.perf_counter() - started)
         timings[name] = round(1000 * float(np.median(times)), 3)
     return timings
@@ -100,7 +113,7 @@ def exact_form(body: dict, form: str, acrostic: str) -> tuple[bool, bool]:
     return in_form, honored
 
 
-def generate(client: httpx.Client, vocab: list[str], seed: int = 0) -> dict:
+def generate(client: httpx.Client, vocab: list[str], model: str = "poet", seed: int = 0) -> dict:
     rng = random.Random(seed)
     common = [ch for ch in vocab[4:400] if re.match(r"[\u4e00-\u9fff]", ch)]
     requests = []
@@ -115,7 +128,7 @@ def generate(client: httpx.Client, vocab: list[str], seed: int = 0) -> dict:
     failures = []
     started = time.perf_counter()
     for kind, form, body, acrostic in requests:
-        response = client.post("/poem", json=body)
+        response = client.post("/poem", json={**body, "model": model})
         response.raise_for_status()
         answer = response.json()
         in_form, honored = exact_form(answer, form, acrostic)
@@ -138,19 +151,20 @@ def reference(data: poet_data.PoetData) -> list[str]:
     return chosen
 
 
-def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dict:
-    poet = Poet(models_dir / "poet", Settings(models_dir=models_dir))  # as served here: int8 on a CPU
+def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData, model: str = "poet") -> dict:
+    folder = models_dir / model
+    poet = Poet(folder, Settings(models_dir=models_dir))  # as served here: int8 on a CPU
     started = time.perf_counter()
     ppl = served_perplexity(poet, [p.text for p in data.test])
     ppl_seconds = time.perf_counter() - started
     graphs = {poet.precision: poet}
     other = "float32" if poet.precision == "int8" else "int8"
     if other == "float32" or "poet_step_int8" in poet.manifest.graphs:
-        graphs[other] = Poet(models_dir / "poet", Settings(models_dir=models_dir, poet_precision=other))
+        graphs[other] = Poet(folder, Settings(models_dir=models_dir, poet_precision=other))
     perplexities = {name: round(ppl if g is poet else served_perplexity(g, [p.text for p in data.test]), 3)
                     for name, g in graphs.items()}  # fmt: skip
     timing = step_ms(graphs)
-    written = generate(client, poet.manifest.vocab)
+    written = generate(client, poet.manifest.vocab, model)
     real = reference(data)
     sets = {kind: [p["poem"] for p in ps] for kind, ps in written["poems"].items()} | {"real": real}
     every = [p for ps in written["poems"].values() for p in ps]
@@ -158,7 +172,12 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
     training = poet.manifest.model_extra.get("training", {})
     return {
         "measured": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "model": {"version": poet.version, "config": poet.manifest.model_extra.get("config")},
+        "model": {
+            "name": poet.name,
+            "version": poet.version,
+            "config": poet.manifest.model_extra.get("config"),
+            "architecture": poet.manifest.model_extra.get("architecture"),
+        },
         "test_poems": len(data.test),
         "test_characters": sum(len(p.text) for p in data.test),
         "precision_served": poet.precision,
@@ -168,7 +187,7 @@ def run(client: httpx.Client, models_dir: Path, data: poet_data.PoetData) -> dic
         "test_perplexity_pytorch_float32": training.get("test_perplexity_pytorch"),
         "perplexity_seconds": round(ppl_seconds, 1),
         "step_ms_batch_64": timing,
-        "artifact_bytes": sum(f.stat().st_size for f in (models_dir / "poet").iterdir()),
+        "artifact_bytes": sum(f.stat().st_size for f in folder.iterdir()),
         "requests": written["requests"],
         "in_form_rate": sum(p["in_form"] for p in every) / len(every),
         "acrostic_rate": sum(p["acrostic_ok"] for p in acrostics) / len(acrostics),
@@ -185,9 +204,11 @@ def markdown(results: dict) -> str:
     torch_ppl = results["test_perplexity_pytorch_float32"]
     by_graph, steps = results["test_perplexity_by_graph"], results["step_ms_batch_64"]
     served = results["precision_served"]
+    name = results["model"].get("name", "poet")  # reports from before the Transformer measured the LSTM
     others = [f"| the same, {GRAPHS[name]} | {value:.2f} |" for name, value in by_graph.items() if name != served]
     lines = [
-        f"Poet {results['model']['version']}, measured {results['measured']} with `python -m bench.poet_quality`:",
+        f"{name} {results['model']['version']} ({results['model'].get('architecture', 'LSTM')}), measured "
+        f"{results['measured']} with `python -m bench.poet_quality --model {name}`:",
         "",
         "| measure | value |",
         "|---|---|",
@@ -198,9 +219,10 @@ def markdown(results: dict) -> str:
         f"| the same in PyTorch, float32 (training's own evaluation) | {torch_ppl:.2f} |"
         if torch_ppl
         else "| the same in PyTorch, float32 | not recorded |",
-        f"| one step at 64 rows on this machine, {' ÷ '.join(f'{n} graph' for n in steps)} (median of 100) | "
+        f"| one step at 64 rows, {STEP_AFTER} characters in, on this machine, "
+        f"{' ÷ '.join(f'{n} graph' for n in steps)} (median of 100) | "
         f"{' ÷ '.join(f'{ms:.2f} ms' for ms in steps.values())} |",
-        f"| artifact size (`models/poet/`) | {results['artifact_bytes'] / 1e6:.1f} MB |",
+        f"| artifact size (`models/{name}/`) | {results['artifact_bytes'] / 1e6:.1f} MB |",
         f"| requests in exactly their form ({results['requests']}: 4 forms × 25 × greedy, sampled, acrostic) | "
         f"{100 * results['in_form_rate']:.1f}% |",
         f"| acrostics honored ({results['requests'] // 3} requests) | {100 * results['acrostic_rate']:.1f}% |",
@@ -228,21 +250,23 @@ def examples(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = quality_parser(__doc__, None, "a folder of poet.tang.*.json (default: fetch with npm)")
+    parser.add_argument("--model", choices=["poet", "poet_transformer"], default="poet")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
 
-    manifest_path = args.models_dir / "poet" / "manifest.json"
+    manifest_path = args.models_dir / args.model / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     data = poet_data.build(args.data or poet_data.fetch(), manifest["script"], manifest["data"]["min_count"])
-    with api_client(args.url, args.models_dir, "poet") as client:
-        results = run(client, args.models_dir, data)
+    with api_client(args.url, args.models_dir, args.model) as client:
+        results = run(client, args.models_dir, data, args.model)
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "poet_quality.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (args.docs / f"{args.model}_quality.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     table = markdown(results)
-    (args.docs / "poet_quality.md").write_text(
+    (args.docs / f"{args.model}_quality.md").write_text(
         "# Poet quality\n\n*Generated by `bench/poet_quality.py`.*\n\n" + table + examples(results)
     )
-    replace_block(Path("README.md"), "poet-quality", table)
+    if args.model == "poet":  # the README shows the served default
+        replace_block(Path("README.md"), "poet-quality", table)
     print(table)
     return results
 

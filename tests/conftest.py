@@ -214,21 +214,44 @@ def tiny_poet_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+# The Transformer poet's tiny run: the same run but for these. 72 positions: every tiny poem (at most 8 lines of 7
+# and <eos>) fits, and the served limit is 71 characters.
+TINY_TRANSFORMER = ["--arch", "transformer", "--layers", "2", "--d-model", "32", "--heads", "2", "--context", "72",
+                    "--lr", "3e-3", "--warmup", "5"]  # fmt: skip
+
+
+def train_tiny_poet(tang: Path, out: Path, *extra: str) -> Path:
     from training import poet
 
-    out = tmp_path_factory.mktemp("poet_run")
-    poet.main(tiny_poet_args(tiny_tang_dir, out))
+    poet.main(tiny_poet_args(tang, out, *extra))
     return out
 
 
 @pytest.fixture(scope="session")
+def tiny_poet_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_poet(tiny_tang_dir, tmp_path_factory.mktemp("poet_run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_poet_transformer_run(tiny_tang_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_poet(tiny_tang_dir, tmp_path_factory.mktemp("poet_transformer_run"), *TINY_TRANSFORMER)
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(
-    tiny_run: Path, tiny_classifier_run: Path, tiny_poet_run: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_run: Path,
+    tiny_classifier_run: Path,
+    tiny_poet_run: Path,
+    tiny_poet_transformer_run: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """models/ as export writes it, one folder per model, for the tiny runs; tests copy it before breaking it."""
-    from training.export import write_classifier_artifact, write_poet_artifact, write_speller_artifact
+    from training.export import (
+        write_classifier_artifact,
+        write_poet_artifact,
+        write_poet_transformer_artifact,
+        write_speller_artifact,
+    )
 
     models = tmp_path_factory.mktemp("models")
     write_speller_artifact(tiny_run / "best.pt", models / "speller", version="0.0.1")
@@ -236,6 +259,9 @@ def tiny_artifact(
     # checks the int8 storage the bundled artifact uses on its own.
     write_classifier_artifact(tiny_classifier_run / "best.pt", models / "classifier", version="0.0.1", storage="fp32")
     write_poet_artifact(tiny_poet_run / "best.pt", models / "poet", version="0.0.1")
+    write_poet_transformer_artifact(
+        tiny_poet_transformer_run / "best.pt", models / "poet_transformer", version="0.0.1", storage="fp32"
+    )
     return models
 
 

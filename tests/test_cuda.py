@@ -57,9 +57,9 @@ def test_poet_step_on_cuda_matches_the_cpu() -> None:
     assert cuda.precision == "float32"
     rows = [cpu.rows([cpu.plan("wuyan_jueju", prompt="月")]) for _ in range(2)]
     for _ in range(12):  # the same characters fed to both: the logits and states must agree at every step
-        feeds = {"token": rows[1].token, "h": rows[1].h, "c": rows[1].c}
-        got = cuda.session.run(None, feeds)
-        want = cpu.session.run(None, feeds)
+        feeds = {"token": rows[1].token, "h": rows[1].state.h, "c": rows[1].state.c}
+        got = cuda.lm.session.run(None, feeds)
+        want = cpu.lm.session.run(None, feeds)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, atol=2e-3, rtol=1e-3)
         cpu.step(rows[1])

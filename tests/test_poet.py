@@ -209,9 +209,13 @@ def test_int8_graph_on_a_cpu_float_graph_when_asked(tiny_poet_run: Path, tmp_pat
 # --- decoding ----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def poet(tiny_artifact: Path) -> Poet:
-    return Poet(tiny_artifact / "poet", Settings())
+# Every rule of the forms, acrostics, sampling and batching holds for both poets: one form logic, two models.
+POETS = ["poet", "poet_transformer"]
+
+
+@pytest.fixture(scope="module", params=POETS)
+def poet(tiny_artifact: Path, request: pytest.FixtureRequest) -> Poet:
+    return Poet(tiny_artifact / request.param, Settings())
 
 
 @pytest.mark.parametrize("form", REGULAR)
@@ -514,25 +518,29 @@ def test_a_failing_step_fails_only_its_poems(poet: Poet, monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="module")
 def client(tiny_artifact: Path) -> Iterator[TestClient]:
-    settings = Settings(models_dir=tiny_artifact, models=["poet"])
+    settings = Settings(models_dir=tiny_artifact, models=POETS)
     with TestClient(create_app(settings)) as c:
         yield c
 
 
-def test_poem_endpoint_writes_the_form(client: TestClient) -> None:
-    response = client.post("/poem", json={"form": "qiyan_jueju", "acrostic": "春风"})
+@pytest.mark.parametrize("model", POETS)
+def test_poem_endpoint_writes_the_form(client: TestClient, model: str) -> None:
+    response = client.post("/poem", json={"form": "qiyan_jueju", "acrostic": "春风", "model": model})
     assert response.status_code == 200
     body = response.json()
     check_form(body["poem"], body["lines"], "qiyan_jueju")
     assert [line[0] for line in body["lines"][:2]] == ["春", "风"] and body["form"] == "qiyan_jueju"
     assert body["seed"] is None
-    sampled = client.post("/poem", json={"form": "wuyan_jueju", "temperature": 0.9}).json()
-    again = client.post("/poem", json={"form": "wuyan_jueju", "temperature": 0.9, "seed": sampled["seed"]}).json()
+    sampled = client.post("/poem", json={"form": "wuyan_jueju", "temperature": 0.9, "model": model}).json()
+    again = client.post(
+        "/poem", json={"form": "wuyan_jueju", "temperature": 0.9, "seed": sampled["seed"], "model": model}
+    ).json()
     assert again == sampled
 
 
-def test_poem_streams_one_event_per_character(client: TestClient) -> None:
-    with client.stream("POST", "/poem", json={"form": "wuyan_jueju", "stream": True}) as response:
+@pytest.mark.parametrize("model", POETS)
+def test_poem_streams_one_event_per_character(client: TestClient, model: str) -> None:
+    with client.stream("POST", "/poem", json={"form": "wuyan_jueju", "stream": True, "model": model}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [block for block in response.read().decode().split("\n\n") if block]
@@ -556,6 +564,7 @@ def test_poem_streams_one_event_per_character(client: TestClient) -> None:
         ({"form": "free", "prompt": "春" * 12}, "at most 11 characters"),
         ({"form": "wuyan_jueju", "prompt": "春风东阳云长"}, "at most 5 characters"),
         ({"poem": "?"}, "Extra inputs"),
+        ({"model": "gpt"}, "'poet' or 'poet_transformer'"),
     ],
 )
 def test_bad_poem_requests_get_4xx_with_reasons(client: TestClient, body: dict, message: str) -> None:

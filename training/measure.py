@@ -3,6 +3,7 @@
     PYTHONHASHSEED=0 python -m training.measure speller --data ../shared/data/spelling --write-manifest
     python -m training.measure classifier --data ../shared/data/dbpedia --write-manifest
     python -m training.measure poet --write-manifest
+    python -m training.measure poet_transformer --write-manifest
 
 The measuring is the quality bench's (bench/speller_quality.py, bench/classifier_quality.py,
 bench/poet_quality.py): ours and the peers on the same data in one run, its report written to docs/. This
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from training.export.manifest import record_in_manifest
 
-BENCHES = {"speller": "bench.speller_quality", "classifier": "bench.classifier_quality", "poet": "bench.poet_quality"}
+BENCHES = {"speller": "bench.speller_quality", "classifier": "bench.classifier_quality", "poet": "bench.poet_quality",
+           "poet_transformer": "bench.poet_quality"}  # fmt: skip
 NOT_RECORDED = ("examples", "failures")  # the poet's sample poems: the report shows them, the manifest needs not
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--write-manifest", action="store_true", help="record the figures in the model's manifest")
     args, rest = parser.parse_known_args(argv)
     bench = importlib.import_module(BENCHES[args.model])
-    results = bench.main([*rest, "--models-dir", str(args.models_dir)])
+    poet = ["--model", args.model] if args.model == "poet_transformer" else []  # one bench measures either poet
+    results = bench.main([*rest, *poet, "--models-dir", str(args.models_dir)])
     command = " ".join(["python -m training.measure", *(argv if argv is not None else sys.argv[1:])])
     block = {"measured_by": command, **{k: v for k, v in results.items() if k not in NOT_RECORDED}}
     if args.write_manifest:

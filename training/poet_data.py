@@ -141,3 +141,21 @@ def encode(text: str, char_id: dict[str, int]) -> list[int]:
     """<bos> text <eos> as ids; unknown characters as <unk>."""
     unk = char_id[UNK]
     return [char_id[BOS], *(char_id.get(ch, unk) for ch in text), char_id[EOS]]
+
+
+def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """How a model that reads at most `context` positions reads a sequence of `length` inputs: (start, end,
+    scored_from) for each window of inputs [start, end), whose predictions count from input `scored_from` on.
+
+    The first window counts all it predicts; each next one starts `stride` later, so its first `context - stride`
+    inputs are context already counted and only the rest is new. stride = context: disjoint windows (training);
+    a smaller stride gives every prediction past the first window at least `context - stride` characters of
+    context (evaluation, training/poet_transformer.py and the served graph's in bench/poet_quality.py alike).
+    """
+    spans, start, scored = [], 0, 0
+    while True:
+        end = min(start + context, length)
+        spans.append((start, end, scored))
+        if end == length:
+            return spans
+        start, scored = start + stride, end

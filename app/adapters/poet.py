@@ -3,6 +3,8 @@ every live poem of the batch in one graph call, the form's rules applied as one 
 
 A poem's rows live in `PoemRows` (arrays, one row per poem), so poems can join and leave the running batch
 between steps (app/engine/continuous.py). Nothing here loops over characters or vocabulary entries in Python.
+The form logic is the same for every poet; only the language model's step and the memory it carries per row
+differ (app/adapters/poet_lm.py: the LSTM's (h, c), the Transformer's key/value cache), chosen by the manifest.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+from app.adapters.poet_lm import LMState, open_language_model
 from app.engine.protocol import decode_all
 from app.metrics import Metrics
 from app.runtime.artifacts import ArtifactError, Manifest, ManifestModel, load_manifest
-from app.runtime.sessions import choose_precision, open_session
 from app.settings import Settings
 
 CONTENT, FREE = -1, -2  # plan entries: any poem character / the free form's rules; ≥ 0: that token, forced
@@ -63,8 +64,7 @@ class PoemRows:
     """The running batch: row i is one poem being written."""
 
     token: np.ndarray  # [B] int64: the last token, the graph's next input
-    h: np.ndarray  # [layers, B, hidden]
-    c: np.ndarray
+    state: LMState  # the language model's memory of each row, opaque here
     pos: np.ndarray  # [B] characters written so far (punctuation included)
     line_len: np.ndarray  # [B] characters since the last line end
     acro_next: np.ndarray  # [B] the next acrostic character of a free-form poem
@@ -83,14 +83,13 @@ class PoemRows:
     def take(self, index: np.ndarray) -> PoemRows:
         """The rows at `index` (ints or a boolean mask), in that order."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return PoemRows(**{k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in values.items()})
+        return PoemRows(**{k: v.take(index) if k == "state" else v[index] for k, v in values.items()})
 
     @staticmethod
     def concat(parts: list[PoemRows]) -> PoemRows:
-        names = [f.name for f in fields(PoemRows)]
-        return PoemRows(
-            **{k: np.concatenate([getattr(p, k) for p in parts], axis=1 if k in ("h", "c") else 0) for k in names}
-        )
+        arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(PoemRows)
+                  if f.name != "state"}  # fmt: skip
+        return PoemRows(state=type(parts[0].state).concat([p.state for p in parts]), **arrays)
 
 
 @dataclass(frozen=True)
@@ -105,17 +104,8 @@ class Poet(ManifestModel):
     def __init__(self, folder: Path, settings: Settings, metrics: Metrics | None = None) -> None:
         self.metrics, self.folder = metrics, folder
         self.manifest: Manifest = load_manifest(folder)
-        # int8 about three times as fast a step on a CPU (docs/poet_quality.md)
-        self.precision, (graph,) = choose_precision(
-            folder, self.manifest, ["poet_step"], settings.poet_precision, settings.providers
-        )
-        float_graph = self.precision == "float32"  # its weights may be stored as int8 (training/export.py)
-        self.session: ort.InferenceSession = open_session(folder, graph, settings, fold_dequantize=float_graph)
-        self.provider: str = self.session.get_providers()[0]
-        config = self.manifest.model_extra.get("config") or {}
-        self.layers, self.hidden = int(config.get("layers", 0)), int(config.get("hidden", 0))
-        if not self.layers or not self.hidden:
-            raise ArtifactError(f"{folder / 'manifest.json'}: config needs layers and hidden")
+        self.lm, self.precision = open_language_model(folder, self.manifest, settings)
+        self.provider: str = self.lm.session.get_providers()[0]
         self.max_chars = self.manifest.limits["max_chars"]
         self.steps = self.max_chars + 1  # room for <eos>
         vocab = self.manifest.vocab
@@ -205,6 +195,8 @@ class Poet(ManifestModel):
             if len(prompt) > shape.chars:
                 raise PoemRequestError(f"the prompt has {len(prompt)} characters; a {form} line holds {shape.chars}")
             max_chars = shape.lines * (shape.chars + 1)
+            if max_chars > self.max_chars:  # a poet that reads fewer positions than the LSTM's 200
+                raise PoemRequestError(f"{form} needs {max_chars} characters; this poet writes {self.max_chars}")
             line = np.full(shape.chars + 1, CONTENT, np.int64)
             forced = np.tile(line, shape.lines)
             ends = np.arange(shape.lines) * (shape.chars + 1) + shape.chars
@@ -235,11 +227,9 @@ class Poet(ManifestModel):
         acrostic = np.full((n, self.max_acrostic), -1, np.int64)
         for i, plan in enumerate(plans):
             acrostic[i, : len(plan.acrostic)] = plan.acrostic
-        state = np.zeros((self.layers, n, self.hidden), np.float32)
         return PoemRows(
             token=np.full(n, self.bos, np.int64),
-            h=state,
-            c=state.copy(),
+            state=self.lm.start(n),
             pos=np.zeros(n, np.int64),
             line_len=np.zeros(n, np.int64),
             acro_next=np.zeros(n, np.int64),
@@ -255,7 +245,7 @@ class Poet(ManifestModel):
 
     def step(self, rows: PoemRows) -> tuple[np.ndarray, np.ndarray]:
         """Write one character of every poem in `rows` (updated in place) → (tokens [B], finished [B])."""
-        logits, rows.h, rows.c = self.session.run(None, {"token": rows.token, "h": rows.h, "c": rows.c})
+        logits, rows.state = self.lm.step(rows.token, rows.state)
         n = len(rows)
         at = np.arange(n)
         forced = rows.forced[at, rows.pos]
@@ -298,7 +288,7 @@ class Poet(ManifestModel):
         rows.token = token
         finished = (token == self.eos) | (rows.pos >= rows.forced.shape[1])
         if self.metrics is not None:
-            self.metrics.observe_batch("poet", n, n)
+            self.metrics.observe_batch(self.name, n, n)
         return token, finished
 
     def ban_repeats(self, rows: PoemRows, allowed: np.ndarray, rows_to_check: np.ndarray) -> None:

@@ -46,22 +46,21 @@ def scheduler_of(name: str) -> Callable[[Request], Awaitable[Scheduler]]:
     return scheduler
 
 
-def model_of(name: str) -> Callable[[Request], Awaitable[Any]]:
-    """A dependency giving the named model's adapter, for what a route asks of it before scheduling."""
-
-    async def model(request: Request) -> Any:
-        found = request.app.state.registry.models.get(name)
-        if found is None:
-            raise _not_loaded(name)
-        return found
-
-    return model
-
-
 get_speller = scheduler_of("speller")
 get_classifier = scheduler_of("classifier")
-get_poet = scheduler_of("poet")
-get_poet_model = model_of("poet")
+
+
+async def get_poets(request: Request) -> Callable[[str], tuple[Scheduler, Any]]:
+    """A dependency giving the poet a request names (poet, poet_transformer): its scheduler and its adapter."""
+    state = request.app.state
+
+    def chosen(name: str) -> tuple[Scheduler, Any]:
+        scheduler, model = state.schedulers.get(name), state.registry.models.get(name)
+        if scheduler is None or model is None:
+            raise _not_loaded(name)
+        return scheduler, model
+
+    return chosen
 
 
 async def require_json(request: Request) -> None:

@@ -186,6 +186,7 @@ class ErrorResponse(BaseModel):
 
 
 PoemForm = Literal["wuyan_jueju", "qiyan_jueju", "wuyan_lushi", "qiyan_lushi", "free"]
+PoetName = Literal["poet", "poet_transformer"]
 
 
 class PoemOptions(BaseModel):
@@ -210,6 +211,7 @@ class PoemOptions(BaseModel):
         None, strict=True, ge=0, le=2**63 - 1, description="fixes a sampled poem; the response gives it"
     )
     stream: StrictBool = Field(False, description="answer as server-sent events, one per character, then the poem")
+    model: PoetName = Field("poet", description="the poet: the LSTM, or the Transformer where it is loaded")
 
 
 def fixed_form(name: str, title: str, lines: int, chars: int, *, default: bool = False) -> type[PoemOptions]:

@@ -48,11 +48,19 @@ def load_poet(checkpoint: Path) -> tuple[PoetLM, dict]:
 def export_poet(model: PoetLM, out: Path, storage: str = "int8", int8: bool = False) -> dict[str, Path]:
     """Write poet_step.onnx, its weights stored as `storage` (int8, fp16 or fp32; computed in float32), and with
     `int8` also poet_step.int8.onnx, ONNX Runtime's dynamic quantization of the float32 graph, for a CPU."""
+    h, c = model.initial_state(2)
+    return export_step(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), out,
+                       storage, int8)  # fmt: skip
+
+
+def export_step(
+    step: nn.Module, example: tuple[torch.Tensor, ...], io: IO, out: Path, storage: str, int8: bool
+) -> dict[str, Path]:
+    """A poet's step module as out/poet_step.onnx (weights stored as `storage`) and with `int8` its int8 copy."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "poet_step.onnx"
-    h, c = model.initial_state(2)
     with torch.no_grad():
-        export_graph(PoetStep(model.eval()).eval(), (torch.tensor([2, 2]), h, c), poet_io(model.config), path)
+        export_graph(step, example, io, path)
     paths = with_int8_copies({"poet_step": path}, int8)  # quantized from the float32 graph, before storage
     store_weights(path, storage)
     return paths
@@ -64,16 +72,27 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, storage: str 
     served = "poet_step.int8.onnx" if int8 else "poet_step.onnx"  # what the measured quality was measured on
     previous_weights = weights_digest(out / served)
     paths = export_poet(model, out, storage, int8)
+    architecture = "character language model: embedding, LSTM, linear; served one character per step"
+    manifest = poet_manifest("poet", version, architecture, checkpoint, state, paths, storage, poet_io(model.config))
+    return write_manifest(out, manifest, served, previous_weights)
+
+
+def poet_manifest(
+    name: str, version: str, architecture: str, checkpoint: Path, state: dict, paths: dict[str, Path], storage: str,
+    io: IO, max_chars: int = 200, **extra: object,
+) -> dict:  # fmt: skip
+    """The manifest of a poet's artifact (poet, poet_transformer): one step graph `poet_step` (and its int8 copy),
+    the training run's figures, data, vocabulary and limits; `extra` fields say what differs between them."""
     vocab = state["vocab"]
     data = dict(state["data"])
     if "source" not in data and state["args"].get("data") == "None":  # a run that recorded no source: fetched
         data["source"] = {"package": poet_data.PACKAGE, "tarball_sha256": poet_data.TARBALL_SHA256}
-    architecture = "character language model: embedding, LSTM, linear; served one character per step"
     weights = f"{storage} in poet_step.onnx, float32 in compute" + (
-        "; poet_step.int8.onnx: int8, activations quantized at run time" if int8 else ""
+        "; poet_step.int8.onnx: int8, activations quantized at run time" if "poet_step_int8" in paths else ""
     )
-    manifest = {
-        **header("poet", version, architecture, state["config"], paths, ["poet_step"], weights),
+    return {
+        **header(name, version, architecture, state["config"], paths, ["poet_step"], weights),
+        **extra,
         "training": {
             "best_epoch": state["epoch"],
             "valid_perplexity": state["valid_perplexity"],
@@ -84,9 +103,8 @@ def write_poet_artifact(checkpoint: Path, out: Path, version: str, storage: str 
         "script": data.get("script", "simplified"),
         "vocab": vocab,
         "special_tokens": {name.strip("<>"): vocab.index(name) for name in ("<pad>", "<unk>", "<bos>", "<eos>")},
-        "limits": {"max_chars": 200},
-        "graphs": graph_specs(paths, lambda _: poet_io(model.config)),
+        "limits": {"max_chars": max_chars},
+        "graphs": graph_specs(paths, lambda _: io),
         "quality": {},
         "files": file_digests(paths.values()),
     }
-    return write_manifest(out, manifest, served, previous_weights)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 
 from app.adapters.poet import PoemRequestError, Poet
-from app.api.dependencies import get_poet, get_poet_model, require_json
+from app.api.dependencies import get_poets, require_json
 from app.api.errors import ERRORS
 from app.api.json_body import StrictJSONRoute
 from app.api.schemas import POEM_EXAMPLES, PoemRequest, PoemResponse
@@ -68,12 +68,13 @@ def sse(event: str, data: object) -> str:
 )
 async def poem(
     request: Annotated[PoemRequest, Body(examples=POEM_EXAMPLES)],
-    poet: Annotated[ContinuousBatcher[Poet], Depends(get_poet)],
-    model: Annotated[Poet, Depends(get_poet_model)],
+    poets: Annotated[Callable[[str], tuple[ContinuousBatcher[Poet], Poet]], Depends(get_poets)],
 ) -> PoemResponse | StreamingResponse:
     """Every regular form comes back exactly: its lines and characters per line, `，` and `。` alternating at
     line ends and nowhere else, the acrostic's characters opening the lines. No character pair repeats
-    within a poem and no two lines open alike, so greedy decoding neither loops nor repeats a line."""
+    within a poem and no two lines open alike, so greedy decoding neither loops nor repeats a line.
+    `model` picks the poet (the LSTM by default); both write under the same rules."""
+    poet, model = poets(request.model)
     try:
         plan = model.plan(**request.model_dump(include=PLAN_FIELDS))
     except PoemRequestError as exc:
