@@ -7,10 +7,11 @@ holds (docs/design.md)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import HTTPException, Request
 
+from app.api.schemas import PoetName
 from app.catalog import ModelRegistry
 from app.engine.protocol import Scheduler
 from app.metrics import Metrics
@@ -50,11 +51,17 @@ get_speller = scheduler_of("speller")
 get_classifier = scheduler_of("classifier")
 
 
+POETS = get_args(PoetName)
+
+
 async def get_poets(request: Request) -> Callable[[str], tuple[Scheduler, Any]]:
     """A dependency giving the poet a request names (poet, poet_transformer): its scheduler and its adapter."""
     state = request.app.state
 
     def chosen(name: str) -> tuple[Scheduler, Any]:
+        if name not in state.settings.models:  # never to be loaded here: the request's to change, not to retry
+            served = [poet for poet in POETS if poet in state.settings.models]
+            raise HTTPException(422, f"the poet {name!r} is not served here; this server serves {served}")
         scheduler, model = state.schedulers.get(name), state.registry.models.get(name)
         if scheduler is None or model is None:
             raise _not_loaded(name)

@@ -1,15 +1,17 @@
 """The OpenAPI document, completed with what only the settings know: how many texts a request may hold and how
-long each may be (past them the server answers 413), and the API keys when they are required."""
+long each may be (past them the server answers 413), the poets served, and the API keys when they are required."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 
+from app.api.schemas import PoetName
 from app.settings import Settings
 
 TEXTS_REQUESTS = ("CorrectRequest", "ClassifyRequest")
+POEM_REQUESTS = ("WuyanJueju", "QiyanJueju", "WuyanLushi", "QiyanLushi", "FreePoem")
 
 
 def document_settings(app: FastAPI, settings: Settings) -> None:
@@ -23,6 +25,10 @@ def document_settings(app: FastAPI, settings: Settings) -> None:
                 properties["text"]["maxLength"] = settings.max_text_chars
                 properties["texts"]["maxItems"] = settings.max_texts
                 properties["texts"]["items"]["maxLength"] = settings.max_text_chars
+            served = [poet for poet in get_args(PoetName) if poet in settings.models]
+            for name in POEM_REQUESTS:  # only the poets this server serves: another is refused with 422
+                if served and name in document["components"]["schemas"]:
+                    document["components"]["schemas"][name]["properties"]["model"]["enum"] = served
             if settings.api_keys is not None:
                 document["components"]["securitySchemes"] = {
                     "bearer": {"type": "http", "scheme": "bearer"},
