@@ -45,6 +45,14 @@ $(INFRA):
 	$(PYTHON) -m venv .venv-infra
 	.venv-infra/bin/python -m pip install --quiet --disable-pip-version-check "checkov==3.3.30" "kubernetes-validate==1.37.0"
 
+# uvicorn reads its options from UVICORN_* variables too: the images, Compose and Kubernetes set the same two.
+# SIGTERM drains in-flight requests for at most this many seconds, then closes what is left.
+export UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN ?= 30
+# Connections (and requests) at once; past it uvicorn answers 503 itself, before the app's own bound of requests.
+export UVICORN_LIMIT_CONCURRENCY ?= 1024
+# uvicorn's HTTP protocol with a bound on the wait for each request's head (CHARSERVE_HEADER_TIMEOUT_S; 408 past it).
+export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol
+
 ## Install the serving dependencies (ONNX Runtime for the GPU if there is one) and start the API.
 # The app logs each request as one JSON line (charserve.access); uvicorn's own text line would double it.
 serve: install-serve

@@ -159,7 +159,9 @@ def settings_table() -> str:
     prefix = Settings.model_config.get("env_prefix", "")
     for name, field in Settings.model_fields.items():
         meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{(prefix + name).upper()}` | {shown_default(field.default)} | {meaning} |")
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("shown_default") or shown_default(field.default)  # a None that is not the manifest's
+        rows.append(f"| `{(prefix + name).upper()}` | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
@@ -171,8 +173,11 @@ def show_settings(args: argparse.Namespace, settings: Settings) -> int:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off.
-    uvicorn.run("app.main:app", host=args.host, port=args.port, access_log=False)
+    from app.api.http_protocol import server_options
+
+    # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off; and the
+    # same bounds on shutdown, connections and a request head's wait.
+    uvicorn.run("app.main:app", host=args.host, port=args.port, access_log=False, **server_options())
     return 0
 
 

@@ -13,7 +13,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.errors import add_error_handlers
-from app.api.middleware import ConcurrencyLimitMiddleware, MetricsMiddleware
+from app.api.guards import add_middlewares
+from app.api.openapi import document_settings
 from app.api.routers import classify, correct, health, poem
 from app.api.routers.pages import add_pages
 from app.catalog import ModelRegistry
@@ -86,9 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     add_pages(app)
     add_error_handlers(app)
-    # The last added is outermost: metrics see every request, refusals included; the limit refuses before routing.
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    add_middlewares(app, settings, metrics)
+    document_settings(app, settings)
 
     return app
 

@@ -22,6 +22,12 @@ def precision_field(graphs: str) -> Any:
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
+HEADER_TIMEOUT = (
+    "a request's head must arrive within this many seconds of the connection's opening or the previous answer; "
+    "past it 408 (uvicorn started with UVICORN_HTTP=app.api.http_protocol:..., as the Makefile and images do)"
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHARSERVE_", extra="ignore")
 
@@ -51,7 +57,7 @@ class Settings(BaseSettings):
         256, ge=1, description="texts waiting for a batch, per model; a request that would overflow it gets 503"
     )
     max_concurrent_requests: int = Field(
-        96, ge=0, description="requests inside the app at once; past it 503 with Retry-After, unread (0: no bound)"
+        96, ge=0, description="requests inside the app at once; past it 503 with Retry-After, unparsed (0: no bound)"
     )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     max_text_chars: int = Field(2000, ge=1, description="characters in one text")
@@ -120,4 +126,22 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a request's model work must finish within this many seconds; beyond: 504"
     )
     access_log: bool = Field(True, description="one JSON line per request on the charserve.access logger")
-    max_body_bytes: int = Field(1_000_000, ge=1, description="request body size; larger bodies get 413 unread")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1, description="request body size; past it 413, counted as the body arrives (chunked too)"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, description=HEADER_TIMEOUT)
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="a request's whole body must arrive within this many seconds; past it 408"
+    )
+    api_keys: Path | None = Field(
+        None,
+        json_schema_extra={"shown_default": "unset: no keys needed"},
+        description="file of SHA-256 hex digests of the accepted API keys, one a line; when set, requests need "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>` (else 401)",
+    )
+    api_keys_open_probes: bool = Field(
+        True, description="with api_keys: /health, /ready and /metrics answer without a key"
+    )
+    cors_origins: list[str] = Field(
+        [], description='origins browsers may call the API from (JSON list, e.g. ["https://example.org"]); none: off'
+    )

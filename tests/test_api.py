@@ -83,7 +83,7 @@ def test_one_result_per_text_in_order(client: TestClient) -> None:
         ({"text": ""}, 422, "empty or blank"),
         ({"text": "  \n"}, 422, "empty or blank"),
         ({"texts": []}, 422, "at least 1 item"),
-        ({"texts": ["ok", ""]}, 422, "text 1 is empty"),
+        ({"texts": ["ok", ""]}, 422, "'texts', 1], 'msg': 'Value error, the text is empty or blank'"),
         ({"text": 5}, 422, "valid string"),
         ({"texts": ["ok", None]}, 422, "valid string"),
         ({"texts": "not a list"}, 422, "valid list"),

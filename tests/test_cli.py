@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app import cli
+from app.api.http_protocol import SERVER_DEFAULTS
 from tests.conftest import ROOT
 
 
@@ -86,8 +87,11 @@ def test_serve_starts_uvicorn_as_make_serve_does(monkeypatch: pytest.MonkeyPatch
 
     called: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: called.update(app=app, **options))
+    for name in SERVER_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
     assert cli.main(["serve", "--port", "9000"]) == 0
-    assert called == {"app": "app.main:app", "host": "127.0.0.1", "port": 9000, "access_log": False}
+    bounds = {"timeout_graceful_shutdown": 30, "limit_concurrency": 1024, "http": SERVER_DEFAULTS["UVICORN_HTTP"]}
+    assert called == {"app": "app.main:app", "host": "127.0.0.1", "port": 9000, "access_log": False, **bounds}
 
 
 def test_configuration_doc_lists_every_setting(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.api.http_protocol import SERVER_DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
 
@@ -45,3 +47,26 @@ def test_compose_accepts_the_file() -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_every_start_of_the_server_bounds_its_shutdown_the_same_way() -> None:
+    """uvicorn reads UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN: the Makefile, both images and Compose set that one variable,
+    and Compose waits longer than it before killing the container."""
+    makefile = (ROOT / "Makefile").read_text()
+    dockerfiles = [(ROOT / "docker" / name).read_text() for name in ("Dockerfile", "Dockerfile.gpu")]
+    for name, value in SERVER_DEFAULTS.items():  # what `charserve serve` uses when the variables are unset
+        assert f"export {name} ?= {value}" in makefile
+        for text in dockerfiles:
+            assert f"{name}={value}" in text
+    for text in dockerfiles:
+        assert "--timeout-graceful-shutdown" not in text
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert api["environment"]["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"] == "${UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN:-30}"
+    assert int(api["stop_grace_period"].rstrip("s")) > 30
+
+
+def test_compose_listens_on_loopback_unless_told_otherwise() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("api", "api-gpu", "replica-1", "replica-2"):
+        assert services[name]["environment"]["UVICORN_HOST"] == "${CHARSERVE_BIND:-127.0.0.1}", name
+    assert "listen 127.0.0.1:8080;" in (ROOT / "docker" / "nginx.conf").read_text()

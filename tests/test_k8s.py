@@ -66,3 +66,13 @@ def test_the_promised_objects_are_there() -> None:
     assert found["Service"][0]["spec"]["selector"] == {"app.kubernetes.io/name": "charserve"}
     hpa = found["HorizontalPodAutoscaler"][0]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "charserve" and hpa["spec"]["minReplicas"] >= 2
+
+
+def test_the_grace_period_outlasts_preStop_and_uvicorns_shutdown_bound() -> None:
+    """Kubernetes kills a pod at its grace period: uvicorn's own bound must end the drain before that."""
+    for deployment in kinds()["Deployment"]:
+        pod = deployment["spec"]["template"]["spec"]
+        api = pod["containers"][0]
+        env = {e["name"]: e["value"] for e in api["env"]}
+        pre_stop = api.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        assert pod["terminationGracePeriodSeconds"] > int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"]) + pre_stop

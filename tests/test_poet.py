@@ -556,13 +556,13 @@ def test_poem_streams_one_event_per_character(client: TestClient, model: str) ->
     ("body", "message"),
     [
         ({"form": "sonnet"}, "wuyan_jueju"),
-        ({"form": "wuyan_jueju", "acrostic": "春风东阳云"}, "4 lines"),
+        ({"form": "wuyan_jueju", "acrostic": "春风东阳云"}, "at most 4 characters"),  # the schema's per-form limit
         ({"form": "wuyan_jueju", "acrostic": "春Z"}, "'Z' not in the poet's vocabulary"),
         ({"temperature": -0.1}, "greater than or equal to 0"),
         ({"temperature": 2.5}, "less than or equal to 2"),
         ({"top_k": 0}, "greater than or equal to 1"),
-        ({"prompt": "春" * 12}, "at most 11 characters"),
-        ({"form": "wuyan_jueju", "prompt": "春风东阳云长"}, "line holds 5"),
+        ({"form": "free", "prompt": "春" * 12}, "at most 11 characters"),
+        ({"form": "wuyan_jueju", "prompt": "春风东阳云长"}, "at most 5 characters"),
         ({"poem": "?"}, "Extra inputs"),
         ({"model": "gpt"}, "'poet' or 'poet_transformer'"),
     ],

@@ -257,10 +257,14 @@ def test_both_poets_are_served_and_ready(tiny_artifact: Path) -> None:
         assert after["poet"] == before["poet"]
 
 
-def test_a_poet_not_loaded_answers_503(tiny_artifact: Path) -> None:
+def test_a_poet_not_served_answers_422(tiny_artifact: Path) -> None:
+    """Left out of CHARSERVE_MODELS, a poet is never loaded: a retry cannot help (503 would say it could), and the
+    OpenAPI document lists only the poets served."""
     with TestClient(create_app(Settings(models_dir=tiny_artifact, models=["poet"]))) as client:
         response = client.post("/poem", json={"model": "poet_transformer"})
-        assert response.status_code == 503 and "poet_transformer is not loaded" in response.json()["detail"]
+        assert response.status_code == 422 and "'poet_transformer' is not served here" in response.json()["detail"]
+        free_form = client.get("/openapi.json").json()["components"]["schemas"]["FreePoem"]
+        assert free_form["properties"]["model"]["enum"] == ["poet"]
         assert client.post("/poem", json={}).status_code == 200  # the default stays the LSTM
 
 

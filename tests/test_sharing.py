@@ -108,7 +108,7 @@ def assert_same_answers(answers: list[dict], alone: list[dict]) -> None:
                 assert a["scores"] == pytest.approx(b["scores"], abs=0.01)
             else:
                 assert a["text"] == b["text"]
-                assert [without_numbers(c) for c in a["corrections"]] == [without_numbers(c) for c in b["corrections"]]
+                assert list(map(without_numbers, a["corrections"])) == list(map(without_numbers, b["corrections"]))
                 assert [c["confidence"] for c in a["corrections"]] == pytest.approx(
                     [c["confidence"] for c in b["corrections"]], abs=0.03
                 )

@@ -1,0 +1,1 @@
+"""The HTTP layer: what stands between a client and the models."""

@@ -7,10 +7,11 @@ holds (docs/design.md)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import HTTPException, Request
 
+from app.api.schemas import PoetName
 from app.catalog import ModelRegistry
 from app.engine.protocol import Scheduler
 from app.metrics import Metrics
@@ -58,11 +59,17 @@ async def get_speller_model(request: Request) -> Any:
     return found
 
 
+POETS = get_args(PoetName)
+
+
 async def get_poets(request: Request) -> Callable[[str], tuple[Scheduler, Any]]:
     """A dependency giving the poet a request names (poet, poet_transformer): its scheduler and its adapter."""
     state = request.app.state
 
     def chosen(name: str) -> tuple[Scheduler, Any]:
+        if name not in state.settings.models:  # never to be loaded here: the request's to change, not to retry
+            served = [poet for poet in POETS if poet in state.settings.models]
+            raise HTTPException(422, f"the poet {name!r} is not served here; this server serves {served}")
         scheduler, model = state.schedulers.get(name), state.registry.models.get(name)
         if scheduler is None or model is None:
             raise _not_loaded(name)
@@ -72,11 +79,7 @@ async def get_poets(request: Request) -> Callable[[str], tuple[Scheduler, Any]]:
 
 
 async def require_json(request: Request) -> None:
-    """JSON bodies only, and none larger than the settings allow (checked before the body is read)."""
-    limit = request.app.state.settings.max_body_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"the body has {length} bytes; the limit is {limit}")
+    """JSON bodies only (their size is bounded before this, as they are read: app/api/body_limits.py)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise HTTPException(415, f"send the body as application/json, not {content_type or 'no content type'}")

@@ -13,9 +13,13 @@ from app.engine.errors import DeadlineExceeded, InvalidInput, Overloaded
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        413: "a text or the body is too long",
-        415: "the body is not JSON",
-        422: "the body does not match the schema",
+        401: "API keys are required (CHARSERVE_API_KEYS) and none or a wrong one was given",
+        408: "the body did not arrive within CHARSERVE_BODY_TIMEOUT_S",
+        413: "too many texts, a text too long, or the body over CHARSERVE_MAX_BODY_BYTES",
+        415: "the body is not sent as application/json",
+        422: "the body is not valid JSON (UTF-8, no NaN or Infinity, no lone surrogates, not too deep) or does not "
+        "match the schema",
+        500: "the server failed on this request; it is logged, and the connection stays usable",
         503: "overloaded or not ready; retry after the Retry-After header's seconds",
         504: "the request's model work outlasted its deadline",
     }.items()

@@ -5,9 +5,10 @@ tasks and streams, which cost as much as a small model call here):
 - `ConcurrencyLimitMiddleware` is admission control: a bound on the HTTP requests inside the app at once.
 
 Past the bound a request is refused at once with 503, `Retry-After` and a JSON body, before its body is
-read or validated: under overload on one core, parsing and answering alone would outrun the core and
-every admitted request would wait behind them (docs/overload.md). Health, readiness and metrics are
-always answered, so that probes and scrapers still see the process while it sheds load.
+parsed or validated: under overload on one core, parsing and answering alone would outrun the core and
+every admitted request would wait behind them (docs/overload.md). The body itself is read before admission
+(app/api/body_limits.py), within a bound of bytes and seconds, so that a slow client holds no slot. Health,
+readiness and metrics are always answered, so that probes and scrapers still see the process while it sheds load.
 """
 
 from __future__ import annotations
@@ -82,5 +83,6 @@ class MetricsMiddleware:
         if not access_log.disabled:
             client = scope.get("client")
             line = {"method": scope["method"], "path": scope["path"], "status": status,
-                    "ms": round(elapsed * 1000, 2), "client": client[0] if client else None}  # fmt: skip
+                    "ms": round(elapsed * 1000, 2), "client": client[0] if client else None,
+                    "request_id": scope.get("state", {}).get("request_id")}  # fmt: skip
             access_log.info(json.dumps(line))

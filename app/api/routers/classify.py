@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends
 
 from app.api.dependencies import get_classifier, get_settings, require_json
 from app.api.errors import ERRORS
+from app.api.json_body import StrictJSONRoute
 from app.api.limits import check_limits
 from app.api.schemas import ClassifyRequest, ClassifyResponse, ClassifyResult
 from app.engine.protocol import Scheduler
 from app.settings import Settings
 
-router = APIRouter(tags=["classifier"])
+router = APIRouter(tags=["classifier"], route_class=StrictJSONRoute)
 
 
 @router.post(

@@ -10,12 +10,13 @@ from app.adapters.speller.decision import Policy
 from app.adapters.speller.model import Speller
 from app.api.dependencies import get_settings, get_speller, get_speller_model, require_json
 from app.api.errors import ERRORS
+from app.api.json_body import StrictJSONRoute
 from app.api.limits import check_limits
 from app.api.schemas import CorrectRequest, CorrectResponse, CorrectResult
 from app.engine.protocol import Scheduler
 from app.settings import Settings
 
-router = APIRouter(tags=["speller"])
+router = APIRouter(tags=["speller"], route_class=StrictJSONRoute)
 
 
 @router.post(
