@@ -98,8 +98,9 @@ async def test_a_lone_surrogate_beside_ten_requests_fails_only_its_own(
 
 
 def assert_same_answers(answers: list[dict], alone: list[dict]) -> None:
-    """The classifier's scores and the speller's confidences move in the fourth decimal with the batch an item
-    shares (int8 arithmetic, padding): the labels and corrections must be the same, the scores within 0.01 and the confidences within 0.03."""
+    """The classifier's scores and the speller's confidences move a little with the batch an item shares (int8
+    arithmetic, padding): the labels and corrections must be the same, the scores within 0.01 and the
+    confidences within 0.03."""
     for got, expected in zip(answers, alone, strict=True):
         for a, b in zip(got["results"], expected["results"], strict=True):
             assert a.keys() == b.keys()
