@@ -50,7 +50,9 @@ class CharserveAPI(ls.LitAPI):
         return list(inputs)
 
     def predict(self, texts: list[str] | str) -> list[Any]:
-        return self.model.batch(texts if isinstance(texts, list) else [texts])
+        # The service's own answer: the speller's corrections as its server-wide policy decides them.
+        answer = self.model.correct_texts if self.name == "speller" else self.model.batch
+        return answer(texts if isinstance(texts, list) else [texts])
 
     def unbatch(self, outputs: list[Any]) -> list[Any]:
         return outputs
