@@ -13,7 +13,7 @@ SPELLING ?= ../shared/data/spelling
 # Without that run, `python -m training.onnx_weights speller models/speller --out runs/speller_bundled` rebuilds one
 # from the artifact's own weights (before any change to the export code: it re-exports to match).
 SPELLER_RUN ?= runs/speller
-SPELLER_VERSION ?= 1.6.1
+SPELLER_VERSION ?= 1.7.0
 
 .PHONY: help serve test lint install-serve install-test clean speller-train speller-artifact speller-measure \
 	classifier-train classifier-refit classifier-wordnet classifier-wordnet-refit classifier-artifact poet-train \
