@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from multiprocessing.connection import Connection
@@ -97,6 +98,7 @@ async def serve(registry: ModelRegistry, settings: Settings, metrics: Metrics, p
     loop.add_reader(control.fileno(), stop.set)  # the supervisor's word, or its end (the pipe closes)
     watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
     with long_lived_objects_frozen():
+        log.info("engine process [%d] ready: %s", os.getpid(), ", ".join(registry.models))
         control.send(("ready", engine.models))
         await stop.wait()
     loop.remove_reader(control.fileno())
