@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -52,10 +53,11 @@ def pipe_engine(conn: Connection) -> None:
 
 def stream_engine(path: str) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            pickle.loads(await reader.readexactly(int.from_bytes(await reader.readexactly(4), "little")))
-            payload = pickle.dumps(ANSWER)
-            writer.write(len(payload).to_bytes(4, "little") + payload)
+        with contextlib.suppress(asyncio.IncompleteReadError):  # the client has gone
+            while True:
+                pickle.loads(await reader.readexactly(int.from_bytes(await reader.readexactly(4), "little")))
+                payload = pickle.dumps(ANSWER)
+                writer.write(len(payload).to_bytes(4, "little") + payload)
 
     async def serve() -> None:
         server = await asyncio.start_unix_server(answer, path)
