@@ -23,9 +23,9 @@ from bench.serving import ROOT, median_row, start_server, stop_server
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def session_cpu_seconds(session: int) -> float:
-    """User and system CPU seconds of every live process in `session` (a server started in its own)."""
-    total = 0
+def session_cpu_seconds(session: int) -> dict[int, float]:
+    """User and system CPU seconds of each live process in `session` (a server started in its own), by pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -33,20 +33,22 @@ def session_cpu_seconds(session: int) -> float:
             except OSError:
                 continue
             if int(fields[3]) == session:
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+                found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return found
 
 
 def measure(url: str, endpoint: str, concurrency: int, seconds: float, session: int) -> dict:
     cpu, wall, client = session_cpu_seconds(session), time.perf_counter(), os.times()
     result = asyncio.run(closed_loop(url, BODIES[endpoint], concurrency, seconds))
     wall = time.perf_counter() - wall
-    server_cores = (session_cpu_seconds(session) - cpu) / wall
+    used = {pid: (spent - cpu.get(pid, 0.0)) / wall for pid, spent in session_cpu_seconds(session).items()}
+    server_cores = sum(used.values())
     after = os.times()
     summary = result.summary()
     return {
         **summary,
         "server_cores_used": round(server_cores, 2),
+        "process_cores_used": sorted((round(c, 2) for c in used.values() if c >= 0.005), reverse=True),
         "ok_per_server_cpu_s": round(summary["ok_per_s"] / server_cores, 1) if server_cores else None,
         "client_cores_used": round((after.user + after.system - client.user - client.system) / wall, 2),
     }
@@ -104,21 +106,23 @@ def markdown(report: dict) -> str:
         "",
         *([f"Machine: {report['machine']}.", ""] if report.get("machine") else []),
         "| server cores | client cores | HTTP workers | endpoint | ok req/s (median; all rounds) | p50 ms | p99 ms "
-        "| server cores used | req per server CPU-second | client cores used |",
+        "| server cores used (by process) | req per server CPU-second | client cores used |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
+        by_process = ", ".join(map(str, r["process_cores_used"]))
         lines.append(
             f"| {r['server_cores']} | {r['client_cores']} | {r['workers']} | {r['endpoint']} | {r['ok_per_s']} "
             f"({', '.join(str(x) for x in r['ok_per_s_rounds'])}) | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r['server_cores_used']} | {r['ok_per_server_cpu_s']} | {r['client_cores_used']} |"
+            f"{r['server_cores_used']} ({by_process}) | {r['ok_per_server_cpu_s']} | {r['client_cores_used']} |"
         )
     lines += [
         "",
         "1 HTTP worker is one process doing everything (`charserve serve`); N > 1 is N uvicorn HTTP workers and",
         "one engine process (`charserve serve --workers N`). Server: `CHARSERVE_INFERENCE_WORKERS=1`,",
         "`CHARSERVE_INTRA_OP_THREADS` = its cores, access log off. Server cores used: CPU seconds of all the",
-        "server's processes per second of the run (warm-up included), from /proc.",
+        "server's processes per second of the run (warm-up included), from /proc; in brackets each process's",
+        "share, the busiest first (with N > 1 the engine's is the largest).",
     ]
     return "\n".join(lines) + "\n"
 
