@@ -196,14 +196,33 @@ def test_sigterm_drains_and_stops_every_process(tiny_artifact: Path, tmp_path: P
         stop(server)
 
 
-def test_an_engine_that_dies_ends_the_server(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_a_worker_that_dies_is_replaced_and_an_engine_that_dies_ends_the_server(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
     server = serve(tiny_artifact, tmp_path / "server.log", **CLASSIFIER_ONLY)
+    started = re.compile(r"Started server process \[(\d+)\]")
     try:
+        os.kill(int(started.findall(server.log.read_text())[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(started.findall(server.log.read_text())) <= WORKERS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(started.findall(server.log.read_text())) == WORKERS + 1
+        assert all(httpx.get(f"{server.url}/ready").status_code == 200 for _ in range(8))
         os.kill(server.engine_pid(), signal.SIGKILL)
         assert server.process.wait(timeout=30) == 1  # for whatever supervises it to start it again
         assert not wait_until_gone(server)
     finally:
         stop(server)
+
+
+def test_a_port_in_use_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    """The workers' SO_REUSEPORT would otherwise share the port with whatever holds it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = start(tmp_path / "no-models", tmp_path / "log", ARGS=f"--port {taken.getsockname()[1]}")
+        assert process.wait(timeout=60) == 1
+    assert "cannot listen on 127.0.0.1" in (tmp_path / "log").read_text()
 
 
 def test_a_broken_artifact_stops_start_up_naming_the_file(artifact_copy: Path, tmp_path: Path) -> None:
