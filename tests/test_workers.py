@@ -28,6 +28,7 @@ from app.main import create_app
 from app.remote import client as remote
 from app.remote.engine import Engine
 from app.settings import Settings
+from bench.workers import markdown, session_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -54,16 +55,7 @@ class Server:
 
     def processes(self) -> set[int]:
         """Every live process of the server (its own session)."""
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[3]) == self.process.pid and fields[0] != "Z":  # session id, not a zombie
-                    found.add(int(entry.name))
-        return found
+        return set(session_cpu_seconds(self.process.pid))
 
 
 def start(models: Path, log: Path, **env: str) -> subprocess.Popen:
@@ -306,3 +298,14 @@ def test_when_the_engine_goes_the_worker_is_not_ready_and_says_so(tmp_path: Path
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_bench_workers_counts_each_server_process_and_renders_a_row() -> None:
+    assert os.getpid() in session_cpu_seconds(os.getsid(0))
+    row = {"server_cores": "0,1", "client_cores": "0,1", "workers": 2, "endpoint": "/classify", "ok_per_s": 500.0,
+           "ok_per_s_rounds": [480.0, 500.0, 510.0], "p50_ms": 100.0, "p99_ms": 200.0, "server_cores_used": 1.8,
+           "process_cores_used": [1.0, 0.4, 0.4], "ok_per_server_cpu_s": 277.8, "client_cores_used": 0.2}  # fmt: skip
+    table = markdown({"measured": "now", "command": "c", "repeats": 3, "rows": [row]})
+    assert (
+        "| 2 | /classify | 500.0 (480.0, 500.0, 510.0) | 100.0 | 200.0 | 1.8 (1.0, 0.4, 0.4) | 277.8 | 0.2 |" in table
+    )
