@@ -172,7 +172,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.serve import StartupFailed, serve
 
     try:
-        return serve(args.host, args.port, args.workers or settings.workers, settings)
+        return serve(args.host, args.port, settings.workers if args.workers is None else args.workers, settings)
     except StartupFailed as exc:
         print(f"charserve serve: {exc}", file=sys.stderr)
         return 1

@@ -127,6 +127,8 @@ def serve(host: str, port: int, workers: int, settings: Settings) -> int:
     import uvicorn
 
     # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off.
+    if workers < 1:
+        raise StartupFailed(f"--workers {workers}: at least one HTTP worker is needed")
     if workers == 1:
         uvicorn.run("app.main:app", host=host, port=port, access_log=False)
         return 0
