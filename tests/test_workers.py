@@ -235,11 +235,17 @@ class StandIn:
     version: str = "0"
     provider: str = "test"
     refusal: Exception | None = None
+    seconds: float = 0.01
+    cancelled: int = 0
 
     async def submit(self, items: object) -> object:
         if self.refusal:
             raise self.refusal
-        await asyncio.sleep(0.01)
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         return [f"{self.name}:{item}" for item in items]  # type: ignore[attr-defined]
 
     def plan(self, form: str) -> str:
@@ -273,6 +279,25 @@ def test_the_engines_refusals_are_raised_again_in_the_worker(
         finally:
             await client.close()
             server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_leaves_is_cancelled_in_the_engine(tmp_path: Path) -> None:
+    """A client that goes away (its request task cancelled in the worker): the engine stops working on it."""
+
+    async def scenario() -> None:
+        slow = StandIn("a", seconds=30)
+        server, client = await engine_and_client(tmp_path, [slow])
+        request = asyncio.create_task(remote.RemoteScheduler(client, "a", 60).submit(["x"]))
+        await asyncio.sleep(0.2)
+        request.cancel()
+        deadline = time.monotonic() + 5
+        while not slow.cancelled and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert slow.cancelled == 1 and not client.calls
+        await client.close()
+        server.close()
 
     asyncio.run(scenario())
 
