@@ -7,6 +7,8 @@ INFRA := .venv-infra/bin/checkov
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# HTTP worker processes; above 1, one engine process beside them holds the models (docs/design.md).
+WORKERS ?= 1
 
 SPELLING ?= ../shared/data/spelling
 # The bundled speller was resumed into runs/speller2 (docs/speller.md): export it with SPELLER_RUN=runs/speller2.
@@ -53,10 +55,10 @@ export UVICORN_LIMIT_CONCURRENCY ?= 1024
 # uvicorn's HTTP protocol with a bound on the wait for each request's head (CHARSERVE_HEADER_TIMEOUT_S; 408 past it).
 export UVICORN_HTTP ?= app.api.http_protocol:HttpToolsProtocol
 
-## Install the serving dependencies (ONNX Runtime for the GPU if there is one) and start the API.
+## Install the serving dependencies (ONNX Runtime for the GPU if there is one) and start the API (WORKERS=N).
 # The app logs each request as one JSON line (charserve.access); uvicorn's own text line would double it.
 serve: install-serve
-	$(VENV)/bin/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log
+	$(VENV)/bin/charserve serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 ## Install what the tests need, lint, and run the whole suite.
 test: install-test

@@ -1,6 +1,6 @@
 """charserve's command line: start the API, or run a model in this process over a file or a pipe.
 
-    charserve serve [--host 127.0.0.1] [--port 8000]
+    charserve serve [--host 127.0.0.1] [--port 8000] [--workers 1]
     echo "Ths sentense has erors" | charserve correct          # one corrected line per input line
     charserve classify names.txt --json                        # one JSON object per line
     charserve poem --form qiyan_jueju --acrostic 春夏秋冬
@@ -171,14 +171,13 @@ def show_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from app.serve import StartupFailed, serve
 
-    from app.api.http_protocol import server_options
-
-    # As `make serve`: the app logs each request as one JSON line, so uvicorn's own access line is off; and the
-    # same bounds on shutdown, connections and a request head's wait.
-    uvicorn.run("app.main:app", host=args.host, port=args.port, access_log=False, **server_options())
-    return 0
+    try:
+        return serve(args.host, args.port, settings.workers if args.workers is None else args.workers, settings)
+    except StartupFailed as exc:
+        print(f"charserve serve: {exc}", file=sys.stderr)
+        return 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,6 +191,10 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="start the HTTP API (as `make serve` does)")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    run.add_argument(
+        "--workers", type=int, default=None,
+        help="HTTP worker processes beside one engine process holding the models (default: CHARSERVE_WORKERS, 1)",
+    )  # fmt: skip
     run.set_defaults(handler=serve)
 
     listing = commands.add_parser("settings", help="every CHARSERVE_* setting, its default and meaning (Markdown)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,10 +19,11 @@ from app.api.routers.pages import add_pages
 from app.catalog import ModelRegistry
 from app.engine.workers import WorkerPool
 from app.metrics import Metrics, watch_event_loop
+from app.remote import client as remote
+from app.runtime.memory import long_lived_objects_frozen
 from app.settings import Settings
 
 log = logging.getLogger("charserve")
-YOUNG_COLLECTION_THRESHOLD = 10_000  # Python's default is 700 (see the lifespan)
 
 
 def configure_logging(access_log: bool) -> None:
@@ -44,28 +44,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A broken artifact raises here, naming the file, and uvicorn refuses to start.
-        registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
-        workers = WorkerPool(settings.inference_workers)  # shared: the cores are too
-        schedulers = registry.schedulers(settings, workers, metrics)
+        if settings.engine_address:  # an HTTP worker of `charserve serve --workers N`: the models are the engine's
+            registry, schedulers = await remote.connect(settings)
+        elif settings.workers > 1:
+            raise RuntimeError("CHARSERVE_WORKERS above 1 needs `charserve serve`, which starts the engine process")
+        else:
+            # A broken artifact raises here, naming the file, and uvicorn refuses to start.
+            registry = await anyio.to_thread.run_sync(partial(ModelRegistry.load, settings, metrics))
+            workers = WorkerPool(settings.inference_workers)  # shared: the cores are too
+            schedulers = registry.schedulers(settings, workers, metrics)
         for scheduler in schedulers.values():
             await scheduler.start()
         app.state.registry, app.state.schedulers = registry, schedulers
-        # The models' dictionaries, tries and vocabularies are long-lived objects by the million, and every full
-        # collection would walk them all, pausing the server for a long time under load. Frozen after start-up,
-        # they are left out, and a full collection walks only what requests made.
-        gc.collect()
-        gc.freeze()
-        # Python collects its youngest objects each time 700 more are alive than at the last collection. The
-        # objects of a few dozen requests in flight pass that every few requests, and each collection walks them
-        # all. Raised, collections run only when garbage piles up (docs/design.md).
-        thresholds = gc.get_threshold()
-        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
-        watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
-        yield
-        watcher.cancel()
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()  # another app in this process (the tests) must not keep this one's objects frozen
+        with long_lived_objects_frozen():
+            watcher = asyncio.create_task(watch_event_loop(metrics), name="event-loop-lag")
+            yield
+            watcher.cancel()
         # uvicorn has drained the in-flight requests by now (SIGTERM: stop accepting, finish, then this).
         registry.ready = False
         for scheduler in schedulers.values():

@@ -1,14 +1,18 @@
 """Prometheus metrics (prometheus-client): what the HTTP layer, the schedulers and the models count.
 
-Each app owns its registry, so that several apps in one process (the tests) never share counters.
+Each app owns its registry, so that several apps in one process (the tests) never share counters. Under
+`charserve serve --workers N` (PROMETHEUS_MULTIPROC_DIR set) every process writes its values to files there,
+and /metrics of any HTTP worker shows them all: the engine's batches and every worker's requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -28,8 +32,9 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.queue_depth = Gauge(
-            "charserve_queue_depth", "texts waiting for a batch", ["model"], registry=self.registry
-        )
+            "charserve_queue_depth", "texts waiting for a batch", ["model"], registry=self.registry,
+            multiprocess_mode="livesum",  # across processes: only the engine's queues count
+        )  # fmt: skip
         self.rejected = Counter(
             "charserve_rejected",
             "requests refused: their model's queue was full, or (model http) too many requests in progress",
@@ -61,6 +66,11 @@ class Metrics:
             "characters processed: decoded by the speller (every beam row, every step), read by the classifier",
             ["model"], registry=self.registry,
         )  # fmt: skip
+
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:  # what /metrics shows: every process's files, this one's among them
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=shared)
 
     def observe_batch(self, model: str, rows: int, tokens: int) -> None:
         self.batch_size.labels(model).observe(rows)

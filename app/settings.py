@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per session (0: one per core this process may use)"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="HTTP worker processes of `charserve serve`; above 1, one engine process beside them holds the "
+        "models and batches the requests of all (1: one process does everything)",
+    )
+    engine_address: str = Field(
+        "", description="set by `charserve serve` for its HTTP workers: the engine process's socket (empty: none)"
+    )
     inference_workers: int = Field(
         2, ge=1, description="model calls (batches) running at once, all models together, off the event loop"
     )

@@ -13,8 +13,9 @@ from prometheus_client import generate_latest
 
 from app.api.middleware import ConcurrencyLimitMiddleware
 from app.engine.fan_out import INLINE_CHARS
-from app.main import YOUNG_COLLECTION_THRESHOLD, create_app
+from app.main import create_app
 from app.metrics import Metrics, watch_event_loop
+from app.runtime.memory import YOUNG_COLLECTION_THRESHOLD
 from app.runtime.sessions import select_providers
 from app.settings import Settings
 from tests.conftest import BUNDLED_MODELS
