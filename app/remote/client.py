@@ -161,11 +161,13 @@ class RemoteScheduler:
 
 @dataclass(frozen=True)
 class RemoteModel:
-    """A model in the engine, as a route sees it: what /ready shows, and the poet's plan, made by the engine."""
+    """A model in the engine, as a route sees it: what /ready shows, the speller's policy, and the poet's plan,
+    made by the engine."""
 
     name: str
     version: str
     provider: str
+    policy: Any = None
 
     def plan(self, **arguments: Any) -> wire.PlanCall:
         return wire.PlanCall(arguments)
@@ -176,7 +178,7 @@ class RemoteRegistry:
 
     def __init__(self, client: EngineClient) -> None:
         self.client = client
-        self.models = {m.name: RemoteModel(m.name, m.version, m.provider) for m in client.models}
+        self.models = {m.name: RemoteModel(m.name, m.version, m.provider, m.policy) for m in client.models}
 
     @property
     def ready(self) -> bool:

@@ -34,7 +34,9 @@ class Engine:
 
     def __init__(self, registry: ModelRegistry, schedulers: dict[str, Scheduler]) -> None:
         self.registry, self.schedulers = registry, schedulers
-        self.models = [wire.ModelInfo(m.name, m.version, m.provider) for m in registry.models.values()]
+        self.models = [
+            wire.ModelInfo(m.name, m.version, m.provider, getattr(m, "policy", None)) for m in registry.models.values()
+        ]
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         requests: dict[int, asyncio.Task[None]] = {}

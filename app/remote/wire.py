@@ -39,11 +39,13 @@ def error_of(kind: str, message: str) -> Exception:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What /ready shows of a model that lives in the engine."""
+    """What /ready shows of a model that lives in the engine, and what a route reads of it before scheduling
+    (the speller's server-wide policy, which a request's own options start from)."""
 
     name: str
     version: str
     provider: str
+    policy: Any = None
 
 
 @dataclass(frozen=True)
