@@ -332,10 +332,6 @@ class Speller(ManifestModel):
         codes = np.frombuffer("".join(words).encode("ascii"), dtype=np.uint8)
         return pad_rows(self.byte_to_id[codes], lengths, self.pad_id), lengths
 
-    def batch(self, texts: list[str]) -> list[Reviewed]:
-        """What the scheduler calls with the texts of many requests: each request's Policy decides after."""
-        return self.review_texts(texts)
-
     def batch_words(self, words: list[str]) -> list[WordAnswer]:
         """What dynamic batching calls with unknown words of many requests (split's items): each distinct word
         decoded once, though several requests bring it."""
@@ -359,13 +355,14 @@ class Speller(ManifestModel):
         return self.review(texts, found, fixed)
 
     def split(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:
-        """For continuous batching: each text's candidate words, and the unknown ones to decode."""
+        """For the scheduler (app/engine/fan_out.py): each text's candidate words, and the unknown ones to decode."""
         return self.unknown_words(texts)
 
     def join(
         self, texts: list[str], found: list[list[Token]], words: list[str], answers: list[WordAnswer]
     ) -> list[Reviewed]:
-        """For continuous batching: each text's proposals from its decoded words' answers."""
+        """For the scheduler: each text's proposals from its decoded words' answers; each request's Policy decides
+        after, in its route."""
         return self.review(texts, found, dict(zip(words, answers, strict=True)))
 
     def unknown_words(self, texts: list[str]) -> tuple[list[list[Token]], list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -44,7 +45,7 @@ async def correct(
         results=[
             CorrectResult(
                 text=r.text,
-                corrections=[{**vars(c), "alternatives": list(map(vars, c.alternatives))} for c in r.corrections],
+                corrections=[asdict(c) for c in r.corrections],
             )
             for r in corrected
         ]
