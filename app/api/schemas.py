@@ -96,12 +96,18 @@ class CorrectRequest(TextsRequest):
     )
 
 
+# The speller's answers are dataclasses (app/adapters/speller/decision.py); these models read them by attribute,
+# in pydantic's compiled validator, rather than through dataclasses.asdict's recursive copy of each.
 class Alternative(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     suggestion: str
     confidence: float = Field(ge=0, le=1, description="the probability that this is the word meant")
 
 
 class Correction(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     start: int = Field(description="offset of the first character of the word in the input text")
     end: int = Field(description="offset just past the word")
     original: str
@@ -115,6 +121,8 @@ class Correction(BaseModel):
 
 
 class CorrectResult(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     text: str = Field(description="the input with every applied correction")
     corrections: list[Correction]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -40,13 +39,5 @@ async def correct(
         request.flag_uncertain,
         frozenset(w.lower() for w in request.ignore_words),
     )
-    corrected = [policy.decide(reviewed) for reviewed in await speller.submit(texts)]
-    return CorrectResponse(
-        results=[
-            CorrectResult(
-                text=r.text,
-                corrections=[asdict(c) for c in r.corrections],
-            )
-            for r in corrected
-        ]
-    )
+    reviewed = await speller.submit(texts)
+    return CorrectResponse(results=[CorrectResult.model_validate(policy.decide(r)) for r in reviewed])
