@@ -41,6 +41,16 @@ def quality_parser(doc: str | None, data: Path | None, data_help: str | None = N
     return parser
 
 
+def pinned_parser(doc: str | None, port: int) -> argparse.ArgumentParser:
+    """The options every bench that starts a server takes: the cores the server and the load generator run on
+    (apart, so that neither slows the other), and the server's port."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-cores", default="0")
+    parser.add_argument("--client-cores", default="1")
+    parser.add_argument("--port", type=int, default=port)
+    return parser
+
+
 def replace_block(path: Path, name: str, body: str) -> None:
     """Put `body` between `<!-- name:start -->` and `<!-- name:end -->` in `path`; nothing if the markers are absent."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -9,13 +9,12 @@ Results: docs/latency_curve.{json,md,png}; bench/serving.py's report links them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 from pathlib import Path
 
-from bench.harness import run_record
+from bench.harness import pinned_parser, run_record
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving import LITSERVE, UVICORN, start_server, stop_server
 from bench.serving_plots import latency_against_load
@@ -26,13 +25,10 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-cores", default="0")
-    parser.add_argument("--client-cores", default="1")
+    parser = pinned_parser(__doc__, port=18600)
     parser.add_argument("--endpoint", default="/correct")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients that find the peak")
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--port", type=int, default=18600)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "latency_curve.json")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})

@@ -9,12 +9,11 @@ refusals come, and how long the admitted requests wait. Writes docs/overload.jso
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 
-from bench.harness import run_record, save_report
+from bench.harness import pinned_parser, run_record, save_report
 from bench.load import BODIES, open_loop
 from bench.serving import ROOT, start_server, stop_server
 
@@ -28,13 +27,10 @@ CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-cores", default="0")
-    parser.add_argument("--client-cores", default="1")
+    parser = pinned_parser(__doc__, port=18450)
     parser.add_argument("--endpoint", default="/correct")
     parser.add_argument("--rate", type=float, default=600)
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--port", type=int, default=18450)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
     rows = []

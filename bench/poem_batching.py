@@ -14,7 +14,6 @@ on the server's cores, measured in the same run. Results: docs/poem_batching.{js
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -23,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.harness import replace_block, run_record, save_report
+from bench.harness import pinned_parser, replace_block, run_record, save_report
 from bench.load import POEM_BODIES, closed_loop
 from bench.serving import median_row, start_server, stop_server
 
@@ -106,13 +105,10 @@ def characters(metrics_text: str, model: str = "poet") -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-cores", default="0")
-    parser.add_argument("--client-cores", default="1")
+    parser = pinned_parser(__doc__, port=18500)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--port", type=int, default=18500)
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--model", choices=["poet", "poet_transformer"], default="poet")
     parser.add_argument("--out", type=Path, help="default: docs/poem_batching.json (poet), docs/<model>_batching.json")

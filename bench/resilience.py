@@ -20,7 +20,6 @@ this measures them at full scale.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from bench.harness import run_record, save_report
+from bench.harness import pinned_parser, run_record, save_report
 from bench.load import BODIES, misspellings
 from bench.serving import ROOT, start_server, stop_server
 
@@ -250,10 +249,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-cores", default="0")
-    parser.add_argument("--client-cores", default="1")
-    parser.add_argument("--port", type=int, default=18460)
+    parser = pinned_parser(__doc__, port=18460)
     parser.add_argument("--burst-concurrency", type=int, default=500)
     parser.add_argument("--burst-seconds", type=float, default=10)
     parser.add_argument("--disconnects", type=int, default=200)

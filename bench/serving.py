@@ -13,7 +13,6 @@ Results go to docs/benchmarks.json and docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import run_record
+from bench.harness import pinned_parser, run_record
 from bench.load import BODIES, closed_loop, open_loop
 from bench.serving_plots import throughput_and_latency
 
@@ -105,13 +104,10 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-cores", default="0")
-    parser.add_argument("--client-cores", default="1")
+    parser = pinned_parser(__doc__, port=18400)
     parser.add_argument("--endpoints", nargs="+", default=["/correct", "/classify"])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all servers; the table shows medians")
     parser.add_argument(
         "--servers", nargs="+", choices=list(LABELS), default=list(LABELS),
