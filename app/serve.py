@@ -80,8 +80,12 @@ def http_worker(host: str, port: int) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """SO_REUSEPORT would let the workers share the port with another server of this user: refuse instead."""
+    """SO_REUSEPORT would let the workers share the port with another server of this user: refuse instead.
+    SO_REUSEADDR, as uvicorn's and the workers' own sockets: the connections a previous server on the port closed
+    linger in TIME_WAIT for a minute, and a restart (a container's, say) must not wait for them; a socket
+    listening there is still refused."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -1,4 +1,5 @@
-"""Build the CPU image, start it, time it to /ready, and report its size: the figures in docs/container.md.
+"""Build the CPU image, start it, time it to /ready, and report its size and what weighs most in it: the
+figures of docs/serving.md#container.
 
     python -m bench.container              # needs a Docker engine (../shared/tools/docker-local.sh here)
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ import httpx
 from bench.harness import replace_block
 
 ROOT = Path(__file__).resolve().parent.parent
+SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
 
 
 def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -41,6 +44,17 @@ def build(tag: str, dockerfile: str = "docker/Dockerfile") -> float:
 
 def image_megabytes(tag: str) -> float:
     return int(docker("image", "inspect", tag, "--format", "{{.Size}}").stdout.strip()) / 1e6
+
+
+def largest_packages(tag: str, count: int = 8) -> dict[str, float]:
+    """The `count` largest entries of the image's site-packages, in MB (du's apparent sizes)."""
+    listing = docker(
+        "run", "--rm", "--network", "host", "--entrypoint", "du", tag,
+        "--apparent-size", "--block-size=1", "--max-depth=1", SITE_PACKAGES,
+    ).stdout  # fmt: skip
+    sizes = {Path(path).name: int(size) / 1e6 for size, path in (line.split("\t") for line in listing.splitlines())}
+    sizes.pop(Path(SITE_PACKAGES).name)  # the folder's own total
+    return {name: round(mb, 1) for name, mb in sorted(sizes.items(), key=lambda item: -item[1])[:count]}
 
 
 def start(tag: str, name: str, port: int, *env: str) -> float:
@@ -73,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "container.json")
     args = parser.parse_args(argv)
     build_seconds = build(args.tag)
+    load = os.getloadavg()[0]  # start times stretch on a host that other work keeps busy
     ready = []
     for _ in range(args.runs):
         started = start(args.tag, "charserve-bench", args.port)
@@ -85,9 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         "image": args.tag,
         "image_mb": round(image_megabytes(args.tag), 1),
         "base_image_mb": round(image_megabytes("python:3.11-slim"), 1),
+        "largest_packages_mb": largest_packages(args.tag),
         "build_seconds": round(build_seconds, 1),
         "start_to_ready_seconds": ready,
         "start_to_ready_median": sorted(ready)[len(ready) // 2],
+        "host_cores": os.cpu_count(),
+        "host_load_average_1m": round(load, 2),
         "command": "python -m bench.container",
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -55,10 +55,11 @@ def test_every_endpoint_answers(client: httpx.Client) -> None:
 
 
 def test_the_server_process_is_not_root(container: str) -> None:
-    status = docker("exec", container, "cat", "/proc/1/status").stdout  # PID 1 is uvicorn itself
+    status = docker("exec", container, "cat", "/proc/1/status").stdout  # PID 1 is the server itself
     real, effective, *_ = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert real != "0" and effective != "0"
-    assert "uvicorn" in docker("exec", container, "cat", "/proc/1/cmdline").stdout
+    command = docker("exec", container, "cat", "/proc/1/cmdline").stdout.split("\0")
+    assert command[1:3] == ["/opt/venv/bin/charserve", "serve"]
 
 
 def test_no_torch_in_the_image(container: str) -> None:
@@ -101,3 +102,29 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(container: str, clien
     assert status == "0"
     logs = docker("logs", container).stderr
     assert "Waiting for connections to close" in logs or "Shutting down" in logs
+
+
+def processes_started_by_pid_1(container: str) -> list[str]:
+    """Their command lines: multiprocessing's, as `charserve serve --workers` starts them."""
+    ps = (
+        "import os; print(*(open(f'/proc/{p}/cmdline').read().replace(chr(0), ' ') for p in os.listdir('/proc') "
+        "if p.isdigit() and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1] == '1'), sep=chr(10))"
+    )
+    return docker("exec", container, "python", "-c", ps).stdout.splitlines()
+
+
+def test_charserve_workers_serves_across_processes_and_stops_on_sigterm(container: str) -> None:
+    """The image's command is `charserve serve`, so CHARSERVE_WORKERS applies: an engine process and N HTTP
+    workers under PID 1, all gone after SIGTERM, with exit code 0."""
+    name, port = f"{NAME}-workers", PORT + 1
+    started = start(TAG, name, port, "CHARSERVE_WORKERS=2", "CHARSERVE_MODELS=[\"classifier\"]")
+    try:
+        wait_ready(port, started)
+        typed = httpx.post(f"http://127.0.0.1:{port}/classify", json={"text": "Antonio_Veciana"}, timeout=60).json()
+        assert typed["results"][0]["label"] == "Person"
+        spawned = [line for line in processes_started_by_pid_1(name) if "spawn_main" in line]
+        assert len(spawned) == 3  # the engine and two HTTP workers (beside multiprocessing's resource tracker)
+        docker("kill", "--signal", "SIGTERM", name)
+        assert docker("wait", name, timeout=60).stdout.strip() == "0"
+    finally:
+        docker("rm", "-f", name, check=False)

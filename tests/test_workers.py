@@ -217,6 +217,24 @@ def test_a_port_in_use_is_refused_before_anything_loads(tmp_path: Path) -> None:
     assert "cannot listen on 127.0.0.1" in (tmp_path / "log").read_text()
 
 
+def test_a_port_that_a_stopped_server_answered_on_is_free_at_once() -> None:
+    """The server closed its connections, so they wait in TIME_WAIT on its port; a restart still listens there."""
+    from app.serve import check_port_free
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first: its end of the connection is now in TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what TIME_WAIT does to a socket without SO_REUSEADDR
+    check_port_free("127.0.0.1", port)
+
+
 def test_a_broken_artifact_stops_start_up_naming_the_file(artifact_copy: Path, tmp_path: Path) -> None:
     graph = next((artifact_copy / "classifier").glob("*.onnx"))
     graph.write_bytes(graph.read_bytes()[:-10])
