@@ -1,64 +1,54 @@
-"""The README's API examples come back as written: each `curl` to /correct or /classify that a JSON answer
-follows is sent to the app on the bundled models, and the answer compared with the README's."""
+"""The README's examples come back as written: each `curl` to /correct, /classify or /poem that an answer follows
+is sent to the app on the bundled models, and each `echo ... | charserve correct` run, by bench/readme_examples.py
+(which anyone can run on their own CPU: docs/readme_examples.md); its relative links lead somewhere."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from bench.readme_examples import Answerer, Example, examples, same_answer
 from tests.conftest import ROOT
 
-EXAMPLE = re.compile(r"```bash\n(curl [^\n]*localhost:8000(/correct|/classify)[^\n]*)\n```\n```json\n(.*?)```", re.S)
-
-
-def examples() -> list[tuple[str, dict, dict]]:
-    found = []
-    for command, path, answer in EXAMPLE.findall((ROOT / "README.md").read_text(encoding="utf-8")):
-        body = re.search(r"-d '(.*)'", command)
-        assert body, command
-        found.append((path, json.loads(body.group(1)), json.loads(answer)))
-    return found
-
-
-def strip_confidence(correction: dict) -> dict:
-    """A correction as every machine gives it: its place, words, kind and status, and its likely alternatives
-    (near-zero ones may swap places where int8 kernels differ by CPU)."""
-    likely = [a["suggestion"] for a in correction["alternatives"] if a["confidence"] >= 0.05]
-    return {k: v for k, v in correction.items() if k not in ("confidence", "alternatives")} | {"likely": likely}
+EXAMPLES = examples(ROOT / "README.md")
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models=["speller", "classifier"]))) as c:
-        yield c
+def answerer() -> Iterator[Answerer]:
+    answering = Answerer({e.path for e in EXAMPLES})
+    yield answering
+    answering.close()
 
 
 def test_the_readme_has_examples_to_check() -> None:
-    assert {path for path, _, _ in examples()} == {"/correct", "/classify"}
+    assert {e.path for e in EXAMPLES} == {"/correct", "/classify", "/poem", "charserve correct"}
+    assert any(e.body.get("stream") for e in EXAMPLES)
 
 
-@pytest.mark.parametrize(("path", "body", "answer"), examples(), ids=lambda v: v if isinstance(v, str) else "")
-def test_readme_example(client: TestClient, path: str, body: dict, answer: dict) -> None:
-    got = client.post(path, json=body)
-    assert got.status_code == 200, got.text
-    if path == "/correct":
-        for ours, theirs in zip(got.json()["results"], answer["results"], strict=True):
-            assert ours["text"] == theirs["text"]
-            assert [strip_confidence(c) for c in ours["corrections"]] == [
-                strip_confidence(c) for c in theirs["corrections"]
-            ]
-            # Confidences may move in their last digits where int8 kernels differ by CPU.
-            assert [c["confidence"] for c in ours["corrections"]] == pytest.approx(
-                [c["confidence"] for c in theirs["corrections"]], abs=0.03
-            )
-        return
-    # A label is the same on every machine; scores may move in their last digit (int8 kernels differ by CPU).
-    for ours, theirs in zip(got.json()["results"], answer["results"], strict=True):
-        assert ours["label"] == theirs["label"]
-        assert ours["scores"] == pytest.approx(theirs["scores"], abs=0.01)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
+def test_readme_example(answerer: Answerer, example: Example) -> None:
+    got = answerer.answer(example)
+    # Confidences and scores may move in their last digits where int8 kernels differ by CPU; nothing else may.
+    assert same_answer(example.path, got, example.shown), f"README shows {example.shown}, the app answers {got}"
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a Markdown page's headings (outside code blocks)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_relative_links_lead_somewhere(page: Path) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{page.name} links to what is not there: {broken}"

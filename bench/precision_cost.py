@@ -1,6 +1,6 @@
 """What float32 costs against int8 on this CPU, in process: poet poems/s, speller words/s, classifier names/s.
 
-    PYTHONPATH=. python docs/precision_cost.py
+    PYTHONPATH=. python -m bench.precision_cost
 
 Each model is loaded twice (CHARSERVE_*_PRECISION int8, then float32) and timed on the same inputs, median of
 several calls after one to warm up; it also prints the greedy acrostic 春夏秋冬 each precision writes here.
