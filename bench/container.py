@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "start_to_ready_median": sorted(ready)[len(ready) // 2],
         "host_cores": os.cpu_count(),
         "host_load_average_1m": round(load, 2),
-        "command": "python -m bench.container",
+        "command": " ".join(["python -m bench.container", *(sys.argv[1:] if argv is None else argv)]),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -14,7 +14,8 @@ import torch
 from fastapi.testclient import TestClient
 from rapidfuzz.distance import OSA
 
-from app.adapters.speller.beam_step import beam_step, extend_edits, live_counts, live_layout
+from app.adapters.speller import beam_kernels, beam_step
+from app.adapters.speller.beam_step import extend_edits, live_counts, live_layout
 from app.adapters.speller.evidence import WordAnswer
 from app.adapters.speller.model import Speller as ServedSpeller
 from app.adapters.speller.rows import SpellRows
@@ -423,18 +424,31 @@ def test_pruning_keeps_each_words_hypotheses_within_the_margin_of_its_best() -> 
 def test_the_compiled_beam_step_is_compiled_once_for_every_batch_shape(tiny_artifact: Path) -> None:
     """numba compiles the speller's beam step once per layout of its arguments: a strided or Fortran-ordered array that
     reached it only on some path (a word joining a running batch, say) would stall that call for seconds
-    while it compiled again. Lone words, batches, words leaving and words joining all share one version."""
+    while it compiled again. Lone words, batches, words leaving and words joining all share one version, the
+    very signature the module compiled ahead of time takes (beam_kernels.SIGNATURES), which would refuse any other."""
+    from numba.core.sigutils import normalize_signature
+
+    from bench.beam_step_aot import serving
+
+    jit = beam_step.just_in_time()
+    if jit is None:
+        pytest.skip("numba is not installed: the beam step runs compiled ahead of time only")
     served = ServedSpeller(tiny_artifact / "speller", Settings(speller_beam_size=4, speller_oov_penalty=0))
-    for words in (["teh"], ["sentance", "wich", "recieve"], ["a" * 12, "ab", "thier", "wierd", "untill"]):
-        served.correct_words(words)
-    rows = served.rows(["sentance", "teh"])
-    served.step(rows)
-    rows = SpellRows.concat([rows, served.rows(["wich", "adress", "occured"])])  # words join between steps
-    while len(rows):
-        _, finished = served.step(rows)
-        rows = rows.take(~finished)
-    for compiled in (beam_step, live_counts, live_layout):
+    with serving(jit):
+        for words in (["teh"], ["sentance", "wich", "recieve"], ["a" * 12, "ab", "thier", "wierd", "untill"]):
+            served.correct_words(words)
+        rows = served.rows(["sentance", "teh"])
+        served.step(rows)
+        rows = SpellRows.concat([rows, served.rows(["wich", "adress", "occured"])])  # words join between steps
+        while len(rows):
+            _, finished = served.step(rows)
+            rows = rows.take(~finished)
+    for name in ("beam_step", "live_counts", "live_layout"):  # extend_edits_row: inside beam_step, its own or cached
+        compiled = getattr(jit, name)
         assert len(compiled.overloads) == 1, (compiled, list(compiled.overloads))
+        (signature,) = compiled.nopython_signatures
+        args, return_type = normalize_signature(beam_kernels.SIGNATURES[name])
+        assert (signature.args, signature.return_type) == (args, return_type), name
 
 
 def test_the_live_row_layout_lists_each_words_first_live_rows_and_where_every_row_reads() -> None:

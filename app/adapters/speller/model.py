@@ -15,7 +15,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import cpdist
 
 from app.adapters.arrays import pad_rows
-from app.adapters.speller.beam_step import beam_step, live_counts
+from app.adapters.speller import beam_step as compiled
 from app.adapters.speller.decision import Alternative, CorrectedText, Policy, Proposal, Reviewed
 from app.adapters.speller.evidence import (
     Calibration,
@@ -266,10 +266,10 @@ class Speller(ManifestModel):
         g, trie = rows.beam, self.trie
         here = np.ascontiguousarray(g.word[:: g.group])  # the searching words, in the order of their rows
         # Only live rows are decoded: since pruning, a third of a large batch's rows were padding.
-        feeds, decoded = g.inputs(live_counts(rows.score, here, g.group))
+        feeds, decoded = g.inputs(compiled.live_counts(rows.score, here, g.group))
         logits, h, c = self.decoder.run(None, feeds)
         # feeds["slot_rows"]: each row's place among the decoded ones, where the step reads its logits.
-        score, searching, width, parent, token, nodes, history, edits, edits_prev = beam_step(
+        score, searching, width, parent, token, nodes, history, edits, edits_prev = compiled.beam_step(
             logits, feeds["slot_rows"], here, g.group, self.beam_size,
             g.nodes, g.token, g.history, g.edits, g.edits_prev,
             rows.score, rows.step, rows.target, rows.length, rows.final_score, rows.final_ids,

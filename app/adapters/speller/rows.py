@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from app.adapters.speller.beam_step import live_layout
+from app.adapters.speller import beam_step as compiled
 
 NEG_INF = np.float32(-1e9)
 
@@ -98,7 +98,7 @@ class DecoderRows:
             feeds = {"token": self.token, "h": self.h, "c": self.c}
             slot_rows = rows
         else:
-            rows, slot_rows = live_layout(live, self.group)
+            rows, slot_rows = compiled.live_layout(live, self.group)
             feeds = {"token": self.token[rows], "h": self.h[:, rows], "c": self.c[:, rows]}
         assert len(slot_rows) == words * self.group
         feeds |= {"values": self.values, "keys": self.keys, "bias": self.bias, "slots": rows, "slot_rows": slot_rows}
