@@ -117,8 +117,9 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=1,
-        description="apply a correction only at this confidence or above (a request may set its own); absent: the "
-        "threshold tuned on validation data and kept in the manifest",
+        description="apply a correction only at this confidence or above, to every word (a request may set its own); "
+        "absent: the thresholds tuned on validation data and kept in the manifest, one for a lowercase word beside "
+        "no name and one for a word with capitals or beside a name",
     )
     speller_extra_words: Path | None = Field(
         None, description="a word list (one word a line) the speller never corrects, and may answer with"

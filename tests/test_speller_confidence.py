@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.adapters.speller.decision import Policy, Proposal, Reviewed
-from app.adapters.speller.evidence import FEATURES, Calibration
+from app.adapters.speller.evidence import CONTEXTS, FEATURES, Calibration, context
 from app.adapters.speller.model import Speller
 from app.adapters.speller.text import candidate_words, restore_case
 from app.main import create_app
@@ -50,6 +50,24 @@ def test_policy_applies_flags_or_drops_by_confidence_and_ignores_the_users_words
     assert ignoring.text == "Ths sentence" and [c.original for c in ignoring.corrections] == ["sentense"]
 
 
+def test_each_context_has_its_threshold_unless_one_is_given_for_every_word() -> None:
+    text = "Seatle recieve"
+    proposals = [Proposal(0, 6, "Seatle", "Seattle", 0.1), Proposal(7, 14, "recieve", "receive", 0.1)]
+    reviewed = Reviewed(text, proposals, ("capitalised", "lowercase"))
+    tuned = Policy(0.3, by_context={"lowercase": 0.05, "capitalised": 0.3})
+    assert tuned.decide(reviewed).text == "Seatle receive"
+    assert Policy(0.05).decide(reviewed).text == "Seattle receive"  # a request's own threshold: every word
+    assert Policy(0.3).decide(reviewed).text == text
+    assert tuned.decide(Reviewed(text, proposals)).text == text  # no context known: min_confidence
+
+
+def test_a_lowercase_word_beside_no_name_is_the_lowercase_context() -> None:
+    assert context("lower", (False, False, False)) == "lowercase"
+    assert context("lower", (False, True, False)) == "capitalised"  # "da Novara"
+    assert context("title", (False, False, False)) == "capitalised"
+    assert context("upper", (False, False, False)) == "capitalised"
+
+
 def test_words_know_where_their_sentence_starts_and_their_neighbours() -> None:
     tokens = {t.text: t for t in candidate_words("We saw Acacia dealbata. Then\nit rained, da Novara said")}
     assert tokens["We"].sentence_start and tokens["Then"].sentence_start and tokens["it"].sentence_start
@@ -72,6 +90,38 @@ def test_a_calibration_for_other_features_is_refused() -> None:
     with pytest.raises(ValueError, match="features"):
         Calibration.from_manifest(entry)
     assert Calibration.from_manifest(None) is None
+
+
+def test_a_calibration_with_one_threshold_holds_it_for_every_context() -> None:
+    entry = {"features": list(FEATURES), "coef": [0.0] * len(FEATURES), "intercept": 0.0, "threshold": 0.2}
+    assert Calibration.from_manifest(entry).thresholds == dict.fromkeys(CONTEXTS, 0.2)  # speller 1.7.0's
+    with pytest.raises(ValueError, match="thresholds"):
+        Calibration.from_manifest(entry | {"thresholds": {"lowercase": 0.1}})
+
+
+def test_thresholds_are_chosen_per_context_within_the_names_budget() -> None:
+    """Two misspellings, one in each context, and two names: the lowest thresholds that correct both while at most
+    one name sentence in two changes."""
+    from training.speller_confidence import Rows, Sentence, choose_thresholds
+
+    items = [
+        Sentence("recieve", "word", "receive", 0, "receive"),
+        Sentence("Seatle was here.", "misspelling", "seattle", 0, "seattle"),
+        Sentence("We met Wolfe yesterday.", "name", "Wolfe"),
+        Sentence("We met Mozart yesterday.", "name", "Mozart"),
+    ]
+    rows = Rows(
+        features=np.zeros((4, 1)),
+        label=np.array([True, True, False, False]),
+        sentence=np.arange(4),
+        answer=np.ones(4, dtype=bool),
+        context=np.array(["lowercase", "capitalised", "capitalised", "capitalised"]),
+        contraction=np.zeros(4, dtype=bool),
+    )
+    confidence = np.array([0.02, 0.5, 0.4, 0.7])
+    assert choose_thresholds(rows, items, confidence, max_names_changed=0.5) == {"lowercase": 0.0, "capitalised": 0.41}
+    # No pair corrects Seatle without both names: the most misspellings within the budget is recieve alone.
+    assert choose_thresholds(rows, items, confidence, max_names_changed=0.0) == {"lowercase": 0.0, "capitalised": 0.71}
 
 
 # The bundled model and its fitted calibration.
@@ -106,6 +156,23 @@ def test_doubts_can_be_flagged_without_a_rewrite(bundled: TestClient) -> None:
     assert (flag["start"], flag["end"], flag["original"], flag["status"]) == (13, 19, "Ivanek", "flagged")
     assert flag["confidence"] < bundled.app.state.registry.models["speller"].policy.min_confidence
     assert correct(bundled, text, min_confidence=0)["text"] != text  # a request may lower the threshold
+
+
+def test_the_tuned_thresholds_hold_per_context_and_a_requests_own_for_every_word(bundled: TestClient) -> None:
+    speller = bundled.app.state.registry.models["speller"]
+    manifest = speller.manifest.model_extra["confidence"]
+    assert speller.policy.by_context == manifest["thresholds"]
+    assert speller.policy.min_confidence == max(manifest["thresholds"].values())
+    [reviewed] = speller.review_texts(["Nepenthes gracillima and the dissaperd cat"])
+    assert dict(zip((p.original for p in reviewed.proposals), reviewed.contexts, strict=True)) == {
+        "Nepenthes": "capitalised", "gracillima": "capitalised", "dissaperd": "lowercase"
+    }  # fmt: skip
+    # A request's min_confidence holds for every word, lowercase ones too.
+    [fix] = correct(bundled, "the dissaperd cat", flag_uncertain=True)["corrections"]
+    assert fix["status"] == ("applied" if fix["confidence"] >= manifest["thresholds"]["lowercase"] else "flagged")
+    above = min(1.0, fix["confidence"] + 0.01)
+    assert correct(bundled, "the dissaperd cat", min_confidence=above)["text"] == "the dissaperd cat"
+    assert Speller(SPELLER, Settings(speller_min_confidence=0.5)).policy == Policy(0.5)  # the setting: every word
 
 
 def test_contractions_without_apostrophes_get_them_back(bundled: TestClient) -> None:

@@ -6,11 +6,13 @@ keep both in the manifest.
 
 Two kinds of unknown words, each inside sentences of several templates (at the start, in the middle, at the
 end): misspellings that must change (the validation split of training/speller_data.py, never the held-out
-one) and correct words outside the dictionary that must not (DBpedia names of smaller.train and smaller.valid;
-smaller.test is the benchmark's). The served speller decodes them and computes each candidate's features
-exactly as it does for a request; a logistic regression (scikit-learn) fits P(candidate is the intended word);
-out-of-fold predictions (folds by word) choose the threshold: the lowest at which at most --max-names-changed of
-the name sentences change. It also draws the precision/recall curve over the threshold (docs/).
+one), each also as a text of its own (a word list), and correct words outside the dictionary that must not
+(DBpedia names of smaller.train and smaller.valid; smaller.test is the benchmark's). The served speller decodes
+them and computes each candidate's features exactly as it does for a request; a logistic regression
+(scikit-learn) fits P(candidate is the intended word); out-of-fold predictions (folds by word) choose a threshold
+per context (evidence.CONTEXTS: a lowercase word beside no name, a word with capitals or beside a name): the
+lowest pair that corrects the most misspellings while at most --max-names-changed of the name sentences change.
+It also draws the precision/recall curve over one threshold for every word (docs/).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ TEMPLATES = (
 @dataclass
 class Sentence:
     text: str
-    kind: str  # "misspelling" or "name"
+    kind: str  # "misspelling" (in a sentence), "word" (a misspelling as a text of its own) or "name"
     key: str  # what folds group by: the intended word, or the name
     start: int = -1  # where the misspelling stands (misspellings only)
     target: str = ""
@@ -71,12 +73,16 @@ def in_template(word: str, template: str) -> tuple[str, int]:
     return template.replace("{}", written, 1), at
 
 
+MISSPELT = ("misspelling", "word")
+
+
 def sentences(pairs: list[tuple[str, str]], names: list[str], seed: int) -> list[Sentence]:
     rng = random.Random(seed)
     out = []
     for wrong, right in pairs:
         text, at = in_template(wrong, rng.choice(TEMPLATES))
         out.append(Sentence(text, "misspelling", right, at, right))
+        out.append(Sentence(wrong, "word", right, 0, right))
     for name in names:
         text, _ = in_template(name, rng.choice(TEMPLATES))
         out.append(Sentence(text, "name", name))
@@ -89,6 +95,7 @@ class Rows:
     label: np.ndarray  # [candidates] 1: the intended word
     sentence: np.ndarray  # [candidates] which sentence
     answer: np.ndarray  # [candidates] 1: the speller's answer (the others are alternatives)
+    context: np.ndarray  # [candidates] where the word stands (evidence.CONTEXTS)
     contraction: np.ndarray  # [sentences] 1: a contraction proposal in it (always applied)
 
 
@@ -102,7 +109,7 @@ def decode(speller, items: list[Sentence]) -> Rows:
     for i in range(0, len(unknown), speller.max_batch_words):
         chunk = unknown[i : i + speller.max_batch_words]
         answers.update(zip(chunk, speller.answer_words(chunk), strict=True))
-    features, label, sentence, answer = [], [], [], []
+    features, label, sentence, answer, contexts = [], [], [], [], []
     contraction = np.zeros(len(items), dtype=bool)
     for i, (item, tokens) in enumerate(zip(items, found, strict=True)):
         for token in tokens:
@@ -111,14 +118,19 @@ def decode(speller, items: list[Sentence]) -> Rows:
             found_answer = answers.get(word)
             if found_answer is None or not found_answer.candidates or found_answer.candidates[0].word == word:
                 continue  # nothing proposed
-            if item.kind == "misspelling" and token.start != item.start:
+            if item.kind in MISSPELT and token.start != item.start:
                 continue  # a template word: not what this sentence measures
-            x = speller.features(found_answer, token, answers)
+            beside_names = speller.beside_names(token, answers)
+            x = speller.features(found_answer, token, beside_names)
             features.append(x)
-            label += [item.kind == "misspelling" and c.word == item.target for c in found_answer.candidates]
+            label += [item.kind in MISSPELT and c.word == item.target for c in found_answer.candidates]
             sentence += [i] * len(x)
             answer += [True] + [False] * (len(x) - 1)
-    return Rows(np.concatenate(features), np.array(label), np.array(sentence), np.array(answer), contraction)
+            contexts += [speller.context(token, beside_names)] * len(x)
+    return Rows(
+        np.concatenate(features), np.array(label), np.array(sentence), np.array(answer), np.array(contexts),
+        contraction,
+    )  # fmt: skip
 
 
 def out_of_fold(rows: Rows, items: list[Sentence], folds: int, c: float, seed: int) -> np.ndarray:
@@ -134,23 +146,71 @@ def out_of_fold(rows: Rows, items: list[Sentence], folds: int, c: float, seed: i
     return predicted
 
 
-def outcomes(rows: Rows, items: list[Sentence], confidence: np.ndarray, threshold: float) -> dict[str, float]:
-    """At `threshold`: misspellings corrected (share of all), name sentences changed, and the precision of the
-    corrections applied (answers only)."""
+def applied_at(rows: Rows, confidence: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """[candidates] 1: an answer applied at its context's threshold."""
+    limit = np.zeros(len(rows.label))
+    for where, threshold in thresholds.items():
+        limit[rows.context == where] = threshold
+    return rows.answer & (confidence >= limit)
+
+
+def outcomes(
+    rows: Rows, items: list[Sentence], confidence: np.ndarray, threshold: float | dict[str, float]
+) -> dict[str, float]:
+    """At `threshold` (one for every context, or one per context): misspellings corrected (share of all, and of
+    those in sentences and alone), name sentences changed, and the precision of the corrections applied (answers
+    only)."""
+    from app.adapters.speller.evidence import CONTEXTS
+
+    thresholds = threshold if isinstance(threshold, dict) else dict.fromkeys(CONTEXTS, threshold)
     kind = np.array([s.kind for s in items])
-    applied = rows.answer & (confidence >= threshold)
+    applied = applied_at(rows, confidence, thresholds)
     fixed = np.zeros(len(items), dtype=bool)
     changed = rows.contraction.copy()
     np.logical_or.at(fixed, rows.sentence, applied & rows.label)
     np.logical_or.at(changed, rows.sentence, applied)
-    misspelt, names = kind == "misspelling", kind == "name"
+    at = (
+        {"thresholds": {c: round(float(t), 4) for c, t in thresholds.items()}}
+        if isinstance(threshold, dict)
+        else {"threshold": round(float(threshold), 4)}
+    )
     return {
-        "threshold": round(float(threshold), 4),
-        "misspellings_corrected": round(float(fixed[misspelt].mean()), 4),
-        "names_changed": round(float(changed[names].mean()), 4),
+        **at,
+        "misspellings_corrected": round(float(fixed[np.isin(kind, MISSPELT)].mean()), 4),
+        "in_sentences_corrected": round(float(fixed[kind == "misspelling"].mean()), 4),
+        "alone_corrected": round(float(fixed[kind == "word"].mean()), 4),
+        "names_changed": round(float(changed[kind == "name"].mean()), 4),
         # None where nothing is applied: precision is undefined there.
         "precision": round(float((applied & rows.label).sum() / applied.sum()), 4) if applied.any() else None,
     }
+
+
+def choose_thresholds(
+    rows: Rows, items: list[Sentence], confidence: np.ndarray, max_names_changed: float, step: float = 0.01
+) -> dict[str, float]:
+    """The threshold per context (evidence.CONTEXTS) that corrects the most misspellings with at most
+    `max_names_changed` of the name sentences changed; among equals the lowest, as one threshold for every word
+    is the lowest within the budget: what validation cannot tell apart, the budget for names bounds."""
+    from app.adapters.speller.evidence import CONTEXTS
+
+    kind = np.array([s.kind for s in items])
+    misspelt, names = np.isin(kind, MISSPELT), kind == "name"
+    grid = np.round(np.arange(0, 1 + step / 2, step), 4)
+    best: tuple[int, int] | None = None  # misspellings corrected, less the thresholds' sum in steps
+    chosen = dict.fromkeys(CONTEXTS, 1.0)
+    for pair in itertools.product(grid, repeat=len(CONTEXTS)):
+        thresholds = dict(zip(CONTEXTS, pair, strict=True))
+        applied = applied_at(rows, confidence, thresholds)
+        fixed = np.zeros(len(items), dtype=bool)
+        changed = rows.contraction.copy()
+        fixed[rows.sentence[applied & rows.label]] = True
+        changed[rows.sentence[applied]] = True
+        if changed[names].mean() > max_names_changed:
+            continue
+        score = (int(fixed[misspelt].sum()), -round(float(sum(pair)) / step))
+        if best is None or score > best:
+            best, chosen = score, {c: float(t) for c, t in thresholds.items()}
+    return chosen
 
 
 def reliability(confidence: np.ndarray, label: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -171,7 +231,7 @@ def reliability(confidence: np.ndarray, label: np.ndarray, bins: int = 10) -> li
     return table
 
 
-def plot(curve: list[dict[str, float]], chosen: dict[str, float], out: Path) -> None:
+def plot(curve: list[dict], chosen: dict, one: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,14 +240,18 @@ def plot(curve: list[dict[str, float]], chosen: dict[str, float], out: Path) -> 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     defined = [p for p in curve if p["precision"] is not None]
     left.plot([p["misspellings_corrected"] for p in defined], [p["precision"] for p in defined], marker=".")
-    left.scatter([chosen["misspellings_corrected"]], [chosen["precision"]], color="red", zorder=3, label="chosen")
+    left.scatter(
+        [chosen["misspellings_corrected"]], [chosen["precision"]], color="red", zorder=3, label="chosen, per context"
+    )
+    left.scatter([one["misspellings_corrected"]], [one["precision"]], color="grey", zorder=3, label="one threshold")
     left.set(xlabel="misspellings corrected (recall)", ylabel="corrections applied that are right (precision)")
-    left.set_title("precision / recall over the threshold")
+    left.set_title("precision / recall over one threshold for every word")
     left.legend()
     thresholds = [p["threshold"] for p in curve]
     right.plot(thresholds, [p["misspellings_corrected"] for p in curve], label="misspellings corrected")
     right.plot(thresholds, [p["names_changed"] for p in curve], label="name sentences changed")
-    right.axvline(chosen["threshold"], color="red", linestyle="--", label=f"chosen {chosen['threshold']:.2f}")
+    for (where, threshold), style in zip(chosen["thresholds"].items(), ("--", ":"), strict=False):
+        right.axvline(threshold, color="red", linestyle=style, label=f"chosen, {where} {threshold:.2f}")
     right.set(xlabel="min_confidence", ylabel="share of sentences")
     right.set_title("validation, out-of-fold confidence")
     right.legend()
@@ -196,21 +260,33 @@ def plot(curve: list[dict[str, float]], chosen: dict[str, float], out: Path) -> 
 
 
 def markdown(report: dict) -> str:
-    chosen = report["chosen"]
+    chosen, one, none = report["chosen"], report["one_threshold"], report["no_threshold"]
+    per_context = ", ".join(f"{where} **{t}**" for where, t in chosen["thresholds"].items())
     lines = [
         "# Speller confidence: fitted on validation data",
         "",
         f"Measured {report['measured']} with `{report['command']}`.",
         "",
-        f"Validation: {report['sentences']['misspelling']} misspellings (the validation split) and "
-        f"{report['sentences']['name']} DBpedia names (smaller.train/.valid), each in one of "
-        f"{len(TEMPLATES)} sentence templates. Confidence is out of fold ({report['folds']} folds by word).",
+        f"Validation: {report['sentences']['misspelling']} misspellings (the validation split), each in one of "
+        f"{len(TEMPLATES)} sentence templates and alone (a text of one word, as in a word list), and "
+        f"{report['sentences']['name']} DBpedia names (smaller.train/.valid) in the same templates. Confidence is "
+        f"out of fold ({report['folds']} folds by word).",
         "",
-        f"Chosen threshold **{chosen['threshold']}** (the lowest with at most {report['max_names_changed']:.0%} of "
-        f"name sentences changed): misspellings corrected {chosen['misspellings_corrected']:.3f}, name sentences "
-        f"changed {chosen['names_changed']:.3f}, precision {chosen['precision']:.3f}. "
-        f"With no threshold: {report['no_threshold']['misspellings_corrected']:.3f} and "
-        f"{report['no_threshold']['names_changed']:.3f}.",
+        f"Chosen thresholds, per context (app/adapters/speller/evidence.py CONTEXTS: a lowercase word beside no "
+        f"name; a word with capitals or beside a name): {per_context}, the lowest pair that corrects the most "
+        f"misspellings with at most {report['max_names_changed']:.0%} of name sentences changed.",
+        "",
+        "| thresholds | misspellings corrected | in sentences | alone | name sentences changed | precision |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {label} | {p['misspellings_corrected']:.4f} | {p['in_sentences_corrected']:.4f} | "
+            f"{p['alone_corrected']:.4f} | {p['names_changed']:.4f} | {p['precision']:.4f} |"
+            for label, p in (
+                (f"per context ({per_context.replace('**', '')})", chosen),
+                (f"one for every word ({one['threshold']}, the lowest within the names budget)", one),
+                ("none (every answer applied)", none),
+            )
+        ),
         "",
         "![precision/recall](speller_confidence.png)",
         "",
@@ -261,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     oof = out_of_fold(rows, items, args.folds, args.c, args.seed)
     curve = [outcomes(rows, items, oof, t) for t in np.round(np.arange(0, 1.0001, 0.01), 2)]
     allowed = [p for p in curve if p["names_changed"] <= args.max_names_changed]
-    chosen = min(allowed, key=lambda p: p["threshold"]) if allowed else curve[-1]
+    one = min(allowed, key=lambda p: p["threshold"]) if allowed else curve[-1]
+    chosen = outcomes(rows, items, oof, choose_thresholds(rows, items, oof, args.max_names_changed))
     model = LogisticRegression(C=args.c, max_iter=2000).fit(rows.features, rows.label)
     command = "python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia" + (
         " --write-manifest" if args.write_manifest else ""
@@ -272,12 +349,15 @@ def main(argv: list[str] | None = None) -> None:
         "features": list(FEATURES),
         "coef": [round(float(c), 6) for c in model.coef_[0]],
         "intercept": round(float(model.intercept_[0]), 6),
-        "threshold": chosen["threshold"],
+        "thresholds": chosen["thresholds"],
+        # What a server that knows one threshold only (speller 1.7.0) applies: the strictest.
+        "threshold": max(chosen["thresholds"].values()),
         "max_names_changed": args.max_names_changed,
         "folds": args.folds,
-        "sentences": {k: sum(s.kind == k for s in items) for k in ("misspelling", "name")},
+        "sentences": {k: sum(s.kind == k for s in items) for k in ("misspelling", "word", "name")},
         "templates": list(TEMPLATES),
         "chosen": chosen,
+        "one_threshold": one,
         "no_threshold": outcomes(rows, items, oof, 0.0),
         "bins": reliability(oof[rows.answer], rows.label[rows.answer]),
         "curve": curve,
@@ -285,16 +365,17 @@ def main(argv: list[str] | None = None) -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "speller_confidence.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.docs / "speller_confidence.md").write_text(markdown(report))
-    plot(curve, chosen, args.docs / "speller_confidence.png")
+    plot(curve, chosen, one, args.docs / "speller_confidence.png")
     print(markdown(report))
     if args.write_manifest:
         path = args.models_dir / "speller" / "manifest.json"
         manifest = json.loads(path.read_text())
-        manifest["confidence"] = {k: report[k] for k in ("features", "coef", "intercept", "threshold", "command")} | {
+        kept = ("features", "coef", "intercept", "thresholds", "threshold", "command")
+        manifest["confidence"] = {k: report[k] for k in kept} | {
             "fitted": report["measured"],
             "validation": {"chosen": chosen, "bins": report["bins"], "sentences": report["sentences"]},
         }
-        manifest["version"] = "1.7.0"
+        manifest["version"] = "1.8.0"
         path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -85,8 +85,9 @@ class CorrectRequest(TextsRequest):
         allow_inf_nan=False,
         ge=0,
         le=1,
-        description="apply a correction only at this confidence or above; absent: the server's threshold "
-        "(CHARSERVE_SPELLER_MIN_CONFIDENCE, by default the one tuned on validation data)",
+        description="apply a correction only at this confidence or above, to every word; absent: the server's "
+        "threshold (CHARSERVE_SPELLER_MIN_CONFIDENCE, by default those tuned on validation data: one for a lowercase "
+        "word beside no name, one for a word with capitals or beside a name)",
     )
     flag_uncertain: StrictBool = Field(
         False, description="also return the corrections below the threshold, with status 'flagged', unapplied"

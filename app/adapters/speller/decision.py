@@ -1,13 +1,14 @@
 """What the speller proposes for a text, and what a request decides to do with it.
 
 The speller reviews every unknown word of a text (`Reviewed`: a `Proposal` per word it would change, with its
-confidence and alternatives). A `Policy` (the server's threshold, or a request's own, its words to leave alone,
-whether to flag doubts) then turns the review into the corrected text, so the batched decoding never depends
-on a request's options.
+confidence and alternatives, and where the word stands). A `Policy` (the server's thresholds, or a request's
+own, its words to leave alone, whether to flag doubts) then turns the review into the corrected text, so the
+batched decoding never depends on a request's options.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,9 @@ class Proposal:
 class Reviewed:
     text: str
     proposals: list[Proposal]
+    # Per proposal, where its word stands (evidence.CONTEXTS), which may pick its threshold; kept beside the
+    # proposals, not in them, since a correction answers with a proposal's fields. Empty: no context known.
+    contexts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,19 +55,22 @@ class CorrectedText:
 
 @dataclass(frozen=True)
 class Policy:
-    """Apply a proposal whose confidence reaches `min_confidence`; below it, return it flagged (the text
-    unchanged) when `flag_uncertain`, else drop it. Words of `ignore_words` (any case) are never touched."""
+    """Apply a proposal whose confidence reaches its threshold: `by_context`'s for the context its word stands in
+    (the thresholds tuned per context), else `min_confidence`; below it, return it flagged (the text unchanged)
+    when `flag_uncertain`, else drop it. Words of `ignore_words` (any case) are never touched."""
 
     min_confidence: float
     flag_uncertain: bool = False
     ignore_words: frozenset[str] = field(default_factory=frozenset)
+    by_context: Mapping[str, float] = field(default_factory=dict)
 
     def decide(self, reviewed: Reviewed) -> CorrectedText:
         corrections = []
-        for p in reviewed.proposals:
+        contexts = reviewed.contexts or ("",) * len(reviewed.proposals)
+        for p, context in zip(reviewed.proposals, contexts, strict=True):
             if p.original.lower() in self.ignore_words:
                 continue
-            if p.confidence >= self.min_confidence:
+            if p.confidence >= self.by_context.get(context, self.min_confidence):
                 corrections.append(Correction(**vars(p), status="applied"))
             elif self.flag_uncertain:
                 corrections.append(Correction(**vars(p), status="flagged"))

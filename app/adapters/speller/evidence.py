@@ -6,6 +6,8 @@ unknown word, its frequency, whether the open-vocabulary pass spelled it), how E
 (a character trigram model of the dictionary) and how it is written in its sentence (capitalised inside a
 sentence, all capitals). A logistic regression over these, fitted on validation data by
 training/speller_confidence.py and kept in the manifest, turns them into a probability: numpy only here.
+Where the word stands also picks its threshold (CONTEXTS): names seldom stand as a lowercase word with no
+capitalised word beside it, so such a word needs less confidence before it is corrected.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ FEATURES = (
 # The model's evidence means something else for a capitalised word (most are names): each has its own weight there.
 EVIDENCE = FEATURES[:9]
 FEATURES = FEATURES + tuple(f"{name}_capitalised" for name in EVIDENCE)
+
+# Where an unknown word stands, each with its own threshold tuned on validation data: "lowercase", a lowercase
+# word beside no name ("recieve", "The dissaperd cat"); "capitalised", a word written with capitals or beside a
+# name ("Seatle", "Acacia dealbata", "Nepenthes gracillima"), where names are.
+CONTEXTS = ("lowercase", "capitalised")
+
+
+def context(shape: str, beside_names: tuple[bool, ...]) -> str:
+    """The word's CONTEXTS entry from its case_shape and whether each of its neighbours may be a name."""
+    return "lowercase" if shape == "lower" and not any(beside_names) else "capitalised"
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,12 @@ def candidate_features(
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(candidate is the intended word) = sigmoid(intercept + coef · features), and the confidence below which
-    an unknown word is left as written."""
+    """P(candidate is the intended word) = sigmoid(intercept + coef · features), and per context (CONTEXTS) the
+    confidence below which an unknown word is left as written."""
 
     coef: np.ndarray
     intercept: float
-    threshold: float
+    thresholds: dict[str, float]
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any] | None) -> Calibration | None:
@@ -140,7 +152,12 @@ class Calibration:
             raise ValueError(
                 f"the manifest's confidence model uses features {entry['features']}, this server {FEATURES}"
             )
-        return cls(np.asarray(entry["coef"], dtype=np.float64), float(entry["intercept"]), float(entry["threshold"]))
+        # Manifests fitted before the thresholds per context hold one for every word.
+        thresholds = entry.get("thresholds") or dict.fromkeys(CONTEXTS, entry["threshold"])
+        if set(thresholds) != set(CONTEXTS):
+            raise ValueError(f"the manifest has confidence thresholds for {sorted(thresholds)}, this server {CONTEXTS}")
+        coef = np.asarray(entry["coef"], dtype=np.float64)
+        return cls(coef, float(entry["intercept"]), {c: float(thresholds[c]) for c in CONTEXTS})
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-(features @ self.coef + self.intercept)))

@@ -24,6 +24,7 @@ from app.adapters.speller.evidence import (
     WordAnswer,
     beam_confidence,
     candidate_features,
+    context,
 )
 from app.adapters.speller.rows import NEG_INF, DecoderRows, SpellRows
 from app.adapters.speller.text import CONTRACTIONS, Token, candidate_words, case_shape, restore_case
@@ -97,10 +98,13 @@ class Speller(ManifestModel):
         counts = counts | {w: floor for w in extra if w not in counts and len(w) <= self.max_len}
         self.words = frozenset(counts) | extra
         self.calibration = Calibration.from_manifest(self.manifest.model_extra.get("confidence"))
-        tuned_threshold = self.calibration.threshold if self.calibration else 0.0
-        self.policy = Policy(
-            settings.speller_min_confidence if settings.speller_min_confidence is not None else tuned_threshold
-        )
+        if settings.speller_min_confidence is not None:  # one threshold for every word, as the setting says
+            self.policy = Policy(settings.speller_min_confidence)
+        elif self.calibration:  # the thresholds tuned per context; min_confidence, the strictest, is what it shows
+            tuned = self.calibration.thresholds
+            self.policy = Policy(max(tuned.values()), by_context=tuned)
+        else:
+            self.policy = Policy(0.0)
         self.kept = 1 + ALTERNATIVES
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
         self.trie = DictionaryTrie(counts.items(), char_ids, len(vocab), self.eos_id)
@@ -377,7 +381,7 @@ class Speller(ManifestModel):
         the word itself there is nothing to propose."""
         reviews = []
         for text, tokens in zip(texts, found, strict=True):
-            proposals = []
+            proposals, contexts = [], []
             for token in tokens:
                 word = token.text.lower()
                 if word in CONTRACTIONS:
@@ -387,11 +391,13 @@ class Speller(ManifestModel):
                             token.start, token.end, token.text, suggestion, CONTRACTION_CONFIDENCE, (), "contraction"
                         )
                     )
+                    contexts.append(context(case_shape(token.text), (False, False, False)))
                     continue
                 answer = fixed.get(word)
                 if answer is None or not answer.candidates or answer.candidates[0].word == word:
                     continue
-                confidence = self.confidence(answer, token, fixed)
+                beside_names = self.beside_names(token, fixed)
+                confidence = self.confidence(answer, token, beside_names)
                 choices = [
                     Alternative(restore_case(token.text, c.word), round(float(p), 4))
                     for c, p in zip(answer.candidates, confidence, strict=True)
@@ -402,22 +408,31 @@ class Speller(ManifestModel):
                         tuple(a for a in choices[1:] if a.suggestion.lower() != word),
                     )
                 )  # fmt: skip
-            reviews.append(Reviewed(text, proposals))
+                contexts.append(self.context(token, beside_names))
+            reviews.append(Reviewed(text, proposals, tuple(contexts)))
         return reviews
 
-    def confidence(self, answer: WordAnswer, token: Token, fixed: dict[str, WordAnswer]) -> np.ndarray:
+    def confidence(self, answer: WordAnswer, token: Token, beside_names: tuple[bool, bool, bool]) -> np.ndarray:
         """[candidates] the probability that each of the word's candidates is the word meant where it stands."""
-        features = self.features(answer, token, fixed)
+        features = self.features(answer, token, beside_names)
         return self.calibration(features) if self.calibration else beam_confidence(features)
 
-    def features(self, answer: WordAnswer, token: Token, fixed: dict[str, WordAnswer]) -> np.ndarray:
-        """[candidates, FEATURES] (evidence.py): what the calibration reads; `fixed`, the answers of the text's
-        other unknown words."""
-        beside_names = (
+    def beside_names(self, token: Token, fixed: dict[str, WordAnswer]) -> tuple[bool, bool, bool]:
+        """candidate_features' `beside_names` for a word of a text; `fixed`, the answers of its unknown words."""
+        return (
             self._is_name(token.follows, token.follows_start, fixed),
             self._is_name(token.precedes),
             token.follows[:1].isupper() and not token.follows_start,
         )
+
+    def context(self, token: Token, beside_names: tuple[bool, bool, bool]) -> str:
+        """Where the word stands (evidence.CONTEXTS), which picks its threshold. Besides `beside_names`, a first word
+        no dictionary knows makes a name of the next ("Nepenthes gracillima") though it is one edit from a word:
+        the features leave that to its confidence, the threshold is the stricter one."""
+        return context(case_shape(token.text), (*beside_names, self._is_name(token.follows)))
+
+    def features(self, answer: WordAnswer, token: Token, beside_names: tuple[bool, bool, bool]) -> np.ndarray:
+        """[candidates, FEATURES] (evidence.py): what the calibration reads."""
         return candidate_features(
             answer,
             self.english(answer.word),

@@ -33,11 +33,13 @@ async def correct(
     model: Annotated[Speller, Depends(get_speller_model)],
 ) -> CorrectResponse:
     texts = check_limits(request, settings)
-    # The batch decodes every request's words alike; what to apply is this request's own decision.
+    # The batch decodes every request's words alike; what to apply is this request's own decision. Its own
+    # min_confidence holds for every word; without one, the server's thresholds (per context where tuned).
     policy = Policy(
         model.policy.min_confidence if request.min_confidence is None else request.min_confidence,
         request.flag_uncertain,
         frozenset(w.lower() for w in request.ignore_words),
+        model.policy.by_context if request.min_confidence is None else {},
     )
     reviewed = await speller.submit(texts)
     return CorrectResponse(results=[CorrectResult.model_validate(policy.decide(r)) for r in reviewed])
