@@ -9,7 +9,7 @@ batched decoding never depends on a request's options.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Status = Literal["applied", "flagged"]
@@ -63,6 +63,11 @@ class Policy:
     flag_uncertain: bool = False
     ignore_words: frozenset[str] = field(default_factory=frozenset)
     by_context: Mapping[str, float] = field(default_factory=dict)
+
+    def everywhere(self, min_confidence: float) -> Policy:
+        """This policy with one threshold for every word, whatever its context: what a setting or a request's own
+        `min_confidence` asks for."""
+        return replace(self, min_confidence=min_confidence, by_context={})
 
     def decide(self, reviewed: Reviewed) -> CorrectedText:
         corrections = []

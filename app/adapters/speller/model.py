@@ -98,13 +98,12 @@ class Speller(ManifestModel):
         counts = counts | {w: floor for w in extra if w not in counts and len(w) <= self.max_len}
         self.words = frozenset(counts) | extra
         self.calibration = Calibration.from_manifest(self.manifest.model_extra.get("confidence"))
+        # The thresholds tuned per context (min_confidence, the strictest, is what the policy shows); without a
+        # calibration, every answer is applied.
+        tuned = self.calibration.thresholds if self.calibration else {}
+        self.policy = Policy(max(tuned.values(), default=0.0), by_context=tuned)
         if settings.speller_min_confidence is not None:  # one threshold for every word, as the setting says
-            self.policy = Policy(settings.speller_min_confidence)
-        elif self.calibration:  # the thresholds tuned per context; min_confidence, the strictest, is what it shows
-            tuned = self.calibration.thresholds
-            self.policy = Policy(max(tuned.values()), by_context=tuned)
-        else:
-            self.policy = Policy(0.0)
+            self.policy = self.policy.everywhere(settings.speller_min_confidence)
         self.kept = 1 + ALTERNATIVES
         char_ids = {t: i for i, t in enumerate(vocab) if len(t) == 1}
         self.trie = DictionaryTrie(counts.items(), char_ids, len(vocab), self.eos_id)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from app.adapters.speller.decision import Policy
 from app.adapters.speller.model import Speller
 from app.api.dependencies import get_settings, get_speller, get_speller_model, require_json
 from app.api.errors import ERRORS
@@ -35,11 +35,9 @@ async def correct(
     texts = check_limits(request, settings)
     # The batch decodes every request's words alike; what to apply is this request's own decision. Its own
     # min_confidence holds for every word; without one, the server's thresholds (per context where tuned).
-    policy = Policy(
-        model.policy.min_confidence if request.min_confidence is None else request.min_confidence,
-        request.flag_uncertain,
-        frozenset(w.lower() for w in request.ignore_words),
-        model.policy.by_context if request.min_confidence is None else {},
-    )
+    ignore_words = frozenset(w.lower() for w in request.ignore_words)
+    policy = replace(model.policy, flag_uncertain=request.flag_uncertain, ignore_words=ignore_words)
+    if request.min_confidence is not None:
+        policy = policy.everywhere(request.min_confidence)
     reviewed = await speller.submit(texts)
     return CorrectResponse(results=[CorrectResult.model_validate(policy.decide(r)) for r in reviewed])
