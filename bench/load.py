@@ -114,7 +114,8 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
+def client_session(limit: int, timeout_s: float) -> aiohttp.ClientSession:
+    """A client of at most `limit` connections (0: no bound), each request given `timeout_s` in all."""
     connector = aiohttp.TCPConnector(limit=limit, force_close=False)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
 
@@ -125,7 +126,7 @@ async def closed_loop(
     """`concurrency` clients, each sending its next request as soon as the last one is answered."""
     rng = random.Random(0)
     with frozen_heap():
-        async with _session(concurrency, timeout_s) as session:
+        async with client_session(concurrency, timeout_s) as session:
             warm = Result(0)
             stop = time.perf_counter() + warmup_s
 
@@ -146,7 +147,7 @@ async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float, t
     rng = random.Random(0)
     result = Result(seconds)
     with frozen_heap():
-        async with _session(0, timeout_s) as session:
+        async with client_session(0, timeout_s) as session:
             started = time.perf_counter()
             tasks = []
             for i in range(int(rate * seconds)):

@@ -35,10 +35,11 @@ import aiohttp
 import numpy as np
 
 from bench.harness import pinned_parser, run_record, save_report
-from bench.load import BODIES, misspellings
+from bench.load import BODIES, client_session, misspellings
 from bench.serving import ROOT, start_server, stop_server
 
 SERVE = ["-m", "app.cli", "serve"]
+TIMEOUT_S = 60  # per request: far past any answer here, so that only a hang runs into it
 MIXED = ["/correct", "/classify", "/poem"]
 
 
@@ -66,12 +67,6 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[in
     return status, is_json, time.perf_counter() - started
 
 
-def session(limit: int, timeout_s: float = 60) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit), timeout=aiohttp.ClientTimeout(total=timeout_s)
-    )
-
-
 def percentile_ms(seconds: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.array(seconds) * 1000, q)), 1) if seconds else None
 
@@ -83,7 +78,7 @@ async def closed_mix(base: str, paths: list[str], concurrency: int, seconds: flo
     statuses: Counter = Counter()
     latency: dict[str, list[float]] = {"200": [], "503": []}
     not_json = 0
-    async with session(concurrency) as client:
+    async with client_session(concurrency, TIMEOUT_S) as client:
         until = time.perf_counter() + seconds
 
         async def one_client(i: int) -> None:
@@ -112,7 +107,7 @@ async def burst(base: str, concurrency: int, seconds: float) -> dict:
     result = await closed_mix(base, ["/correct", "/classify"], concurrency, seconds)
     # Right after: one client, one request at a time; each should be answered as on an idle server.
     after = []
-    async with session(1) as client:
+    async with client_session(1, TIMEOUT_S) as client:
         for i in range(20):
             body = BODIES["/classify"][i % len(BODIES["/classify"])]
             after.append(await post(client, base + "/classify", body))
@@ -128,7 +123,7 @@ async def stream_disconnects(base: str, count: int, parallel: int, probe_concurr
     `probe_concurrency` clients on /classify, which a leaked slot per disconnect would push into 503s."""
     first_event = Counter()
     gate = asyncio.Semaphore(parallel)
-    async with session(parallel) as client:
+    async with client_session(parallel, TIMEOUT_S) as client:
 
         async def hang_up(i: int) -> None:
             body = {"form": "qiyan_lushi", "temperature": 0.8, "seed": i, "stream": True}
@@ -180,7 +175,7 @@ async def sigterm_in_flight(base: str, process: subprocess.Popen) -> dict:
     bodies = [("/correct", maximal_correct())] * 4 + [("/correct", b) for b in BODIES["/correct"][:8]]
     bodies += [("/classify", b) for b in BODIES["/classify"][:8]]
     bodies += [("/poem", {"form": "qiyan_lushi", "temperature": 0.8, "seed": i}) for i in range(8)]
-    async with session(len(bodies)) as client:
+    async with client_session(len(bodies), TIMEOUT_S) as client:
         tasks = [asyncio.create_task(post(client, base + path, body)) for path, body in bodies]
         await asyncio.sleep(0.3)
         signalled = time.perf_counter()
