@@ -13,7 +13,7 @@ capitalised word beside it, so such a word needs less confidence before it is co
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,10 +60,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class WordAnswer:
-    """What decoding found for one lowercase unknown word: its candidates, the answer first."""
+    """What decoding found for one lowercase unknown word: its candidates, the answer first, and their evidence
+    ([candidates, EVIDENCE]: answer_evidence), found with them in the model's thread since it is the costly part
+    of a confidence and the same wherever the word stands."""
 
     word: str
     candidates: tuple[Candidate, ...]
+    evidence: np.ndarray = field(default_factory=lambda: np.empty((0, len(EVIDENCE))), compare=False, repr=False)
 
 
 class EnglishLikeness:
@@ -97,19 +100,13 @@ class EnglishLikeness:
         return float(self.log_prob[self._trigrams(ids)].mean()) if ids is not None else float(np.log(1 / 27))
 
 
-def candidate_features(
-    answer: WordAnswer,
-    english: float,
-    log_count: dict[str, float],
-    shape: str,
-    sentence_start: bool,
-    beside_names: tuple[bool, bool, bool],
+def answer_evidence(
+    word: str, candidates: tuple[Candidate, ...], english: float, log_count: dict[str, float]
 ) -> np.ndarray:
-    """[candidates, FEATURES] for one unknown word as written in its sentence (`shape`: text.py's case_shape;
-    `beside_names`: after_name, before_name, after_capitalised)."""
-    word, candidates = answer.word, answer.candidates
+    """[candidates, EVIDENCE]: what the beam and the dictionary say of each candidate for the unknown `word`
+    (`english`: its EnglishLikeness)."""
     scores = np.array([c.score for c in candidates], dtype=np.float64)
-    rows = np.empty((len(candidates), len(FEATURES)), dtype=np.float64)
+    rows = np.empty((len(candidates), len(EVIDENCE)), dtype=np.float64)
     for k, cand in enumerate(candidates):
         others = np.delete(scores, k)
         edits = min(OSA.distance(word, cand.word), 5)
@@ -123,15 +120,25 @@ def candidate_features(
             len(word) / 10,
             english,
             float(cand.word[:1] == word[:1]),
-            float(shape == "title" and not sentence_start),
-            float(shape == "title" and sentence_start),
-            float(shape == "upper"),
-            *map(float, beside_names),
-            *np.zeros(len(EVIDENCE)),
         )
-    if shape != "lower":
-        rows[:, -len(EVIDENCE) :] = rows[:, : len(EVIDENCE)]
     return rows
+
+
+def candidate_features(
+    answer: WordAnswer, shape: str, sentence_start: bool, beside_names: tuple[bool, bool, bool]
+) -> np.ndarray:
+    """[candidates, FEATURES] for one unknown word as written in its sentence (`shape`: text.py's case_shape;
+    `beside_names`: after_name, before_name, after_capitalised)."""
+    evidence = answer.evidence
+    written = (
+        shape == "title" and not sentence_start,
+        shape == "title" and sentence_start,
+        shape == "upper",
+        *beside_names,
+    )
+    capitalised = evidence if shape != "lower" else np.zeros_like(evidence)
+    where = np.broadcast_to(np.array(written, dtype=np.float64), (len(evidence), len(written)))
+    return np.hstack([evidence, where, capitalised])
 
 
 @dataclass(frozen=True)

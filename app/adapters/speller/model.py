@@ -22,6 +22,7 @@ from app.adapters.speller.evidence import (
     Candidate,
     EnglishLikeness,
     WordAnswer,
+    answer_evidence,
     beam_confidence,
     candidate_features,
     context,
@@ -252,7 +253,10 @@ class Speller(ManifestModel):
                 fresh = bool(spelling) and spelling != word and spelling not in self.words
                 if fresh and score[i] > scores[i, 0]:
                     found[i] = [Candidate(spelling, float(score[i]), open=True), *found[i][: self.kept - 1]]
-        return [WordAnswer(word, tuple(candidates)) for word, candidates in zip(words, found, strict=True)]
+        return [
+            WordAnswer(word, tuple(c), answer_evidence(word, tuple(c), self.english(word), self.log_count))
+            for word, c in zip(words, found, strict=True)
+        ]
 
     def _observe(self, words: int, decoded: int) -> None:
         if self.metrics is not None:
@@ -432,14 +436,7 @@ class Speller(ManifestModel):
 
     def features(self, answer: WordAnswer, token: Token, beside_names: tuple[bool, bool, bool]) -> np.ndarray:
         """[candidates, FEATURES] (evidence.py): what the calibration reads."""
-        return candidate_features(
-            answer,
-            self.english(answer.word),
-            self.log_count,
-            case_shape(token.text),
-            token.sentence_start,
-            beside_names,
-        )
+        return candidate_features(answer, case_shape(token.text), token.sentence_start, beside_names)
 
     def _is_name(self, word: str, sentence_start: bool = False, fixed: dict[str, WordAnswer] | None = None) -> bool:
         """A capitalised word no dictionary knows; at the start of a sentence, only when it is no near misspelling
