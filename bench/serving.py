@@ -62,10 +62,16 @@ def port_in_use(port: int) -> bool:
 
 
 def start_server(
-    env: dict[str, str], cores: str, port: int, extra: list[str] | None = None, python_args: list[str] = UVICORN
+    env: dict[str, str],
+    cores: str,
+    port: int,
+    extra: list[str] | None = None,
+    python_args: list[str] = UVICORN,
+    cwd: Path = ROOT,
 ) -> subprocess.Popen:
-    """Start one server in a session of its own (so stop_server reaches its worker processes too) and wait
-    until it is ready. A port already taken is an error: /ready would be answered by whatever holds it."""
+    """Start one server (from the tree at `cwd`) in a session of its own, so that stop_server reaches its worker
+    processes too, and wait until it is ready. A port already taken is an error: /ready would be answered by
+    whatever holds it."""
     for _ in range(150):  # the previous server's processes may take a moment to release it
         if not port_in_use(port):
             break
@@ -79,7 +85,7 @@ def start_server(
                 "CHARSERVE_INTRA_OP_THREADS": threads, **env}  # fmt: skip
     log = open(f"/tmp/bench-serving-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
-        command, cwd=ROOT, env=settings, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command, cwd=cwd, env=settings, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

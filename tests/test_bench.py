@@ -147,3 +147,38 @@ def test_the_serving_table_gives_each_peers_ratio_within_each_round() -> None:
     # Round 2 has no charserve row (a failed start, say): no ratio for it rather than one against another round.
     assert round_ratios(runs) == [(naive, "/correct", [4.0, 4.0])]
     assert LABELS["b"] == "charserve" and len(LABELS) == 7
+
+
+def test_revisions_reads_the_cpu_time_of_the_event_loop_and_of_all_threads() -> None:
+    import os
+    import threading
+
+    from bench.revisions import cpu_seconds
+
+    def spin() -> None:
+        while time.thread_time() < 0.3:
+            pass
+
+    loop_before, all_before = cpu_seconds(os.getpid())
+    spin = threading.Thread(target=spin)
+    spin.start()
+    spin.join()
+    loop_after, all_after = cpu_seconds(os.getpid())
+    # The other thread's spin counts for the process, not for the main thread, which only waited for it.
+    assert all_after - all_before >= 0.2
+    assert loop_after - loop_before < (all_after - all_before) / 2
+
+
+def test_revisions_compares_each_round_with_the_first_revision_of_that_round() -> None:
+    from bench.revisions import summarise
+
+    def run(round_: int, revision: str, rate: float) -> dict:
+        return {"round": round_, "revision": revision, "endpoint": "/correct", "ok_per_s": rate,
+                "loop_ms_per_request": 0.5, "other_threads_ms_per_request": 1.0}  # fmt: skip
+
+    # A slow second round slows both revisions: the ratios within each round are what stay 0.9.
+    runs = [run(0, "old", 500), run(0, "new", 450), run(1, "old", 300), run(1, "new", 270), run(2, "old", 400),
+            run(2, "new", 360)]  # fmt: skip
+    old, new = summarise(runs, ["old", "new"])
+    assert (old["revision"], old["ratio_to_first"], old["ok_per_s"]) == ("old", 1.0, 400)
+    assert (new["revision"], new["ratio_to_first"], new["ratio_range"]) == ("new", 0.9, [0.9, 0.9])
