@@ -130,15 +130,17 @@ def candidate_features(
     """[candidates, FEATURES] for one unknown word as written in its sentence (`shape`: text.py's case_shape;
     `beside_names`: after_name, before_name, after_capitalised)."""
     evidence = answer.evidence
-    written = (
+    rows = np.zeros((len(evidence), len(FEATURES)), dtype=np.float64)
+    rows[:, : len(EVIDENCE)] = evidence
+    rows[:, len(EVIDENCE) : -len(EVIDENCE)] = (
         shape == "title" and not sentence_start,
         shape == "title" and sentence_start,
         shape == "upper",
         *beside_names,
     )
-    capitalised = evidence if shape != "lower" else np.zeros_like(evidence)
-    where = np.broadcast_to(np.array(written, dtype=np.float64), (len(evidence), len(written)))
-    return np.hstack([evidence, where, capitalised])
+    if shape != "lower":
+        rows[:, -len(EVIDENCE) :] = evidence
+    return rows
 
 
 @dataclass(frozen=True)
