@@ -54,10 +54,14 @@ def test_the_promised_objects_are_there() -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
         assert {"requests", "limits"} <= set(container["resources"])
-    # The CPU pods write nothing: the image's speller beam step is compiled ahead of time, not by numba at start.
-    pod = deployments["charserve"]["spec"]["template"]["spec"]
-    api = pod["containers"][0]
-    assert api["securityContext"]["readOnlyRootFilesystem"] and "volumeMounts" not in api
+    # Read-only pods, but for a small /tmp in memory, where `charserve serve --workers N` puts the engine's socket
+    # (the CPU image's speller beam step is compiled ahead of time, so nothing else needs writing).
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        api = pod["containers"][0]
+        assert api["securityContext"]["readOnlyRootFilesystem"]
+        assert api["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
     gpu = deployments["charserve-gpu"]["spec"]["template"]["spec"]["containers"][0]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert found["Service"][0]["spec"]["selector"] == {"app.kubernetes.io/name": "charserve"}
