@@ -99,6 +99,47 @@ def test_a_calibration_with_one_threshold_holds_it_for_every_context() -> None:
         Calibration.from_manifest(entry | {"thresholds": {"lowercase": 0.1}})
 
 
+def test_the_answer_map_turns_the_regressions_probability_into_the_confidence_and_keeps_the_order() -> None:
+    entry = {"features": list(FEATURES), "coef": [0.0] * len(FEATURES), "intercept": 0.0, "threshold": 0.2}
+    entry["coef"][FEATURES.index("score")] = 2.0
+    features = np.zeros((200, len(FEATURES)))
+    features[:, FEATURES.index("score")] = np.random.default_rng(0).uniform(-4, 2, 200)
+    logistic = Calibration.from_manifest(entry)(features)
+    np.testing.assert_allclose(logistic, 1 / (1 + np.exp(-2 * features[:, FEATURES.index("score")])))
+    answer_map = {"x": [0.01, 0.3, 0.5, 0.9], "y": [0.0, 0.45, 0.7, 0.95]}
+    mapped = Calibration.from_manifest(entry | {"answer_map": answer_map})(features)
+    np.testing.assert_allclose(mapped, np.interp(logistic, answer_map["x"], answer_map["y"]))
+    assert mapped.min() == 0.0 and mapped.max() == 0.95  # beyond its ends the map holds its end values
+    order = np.argsort(logistic)
+    assert (np.diff(mapped[order]) >= 0).all()  # a word's candidates keep their order
+    assert Calibration.from_manifest(entry).answer_map is None  # 1.8.0's manifests: the regression's own
+
+
+@pytest.mark.parametrize(
+    "answer_map",
+    [{"x": [0.1, 0.5], "y": [0.6, 0.4]}, {"x": [0.5, 0.1], "y": [0.1, 0.5]}, {"x": [0.1, 0.5], "y": [0.1]},
+     {"x": [0.5], "y": [0.5]}, {"x": [0.1, 0.5], "y": [0.1, 1.5]}],
+)  # fmt: skip
+def test_an_answer_map_that_would_reorder_candidates_or_leave_0_to_1_is_refused(answer_map: dict) -> None:
+    entry = {"features": list(FEATURES), "coef": [0.0] * len(FEATURES), "intercept": 0.0, "threshold": 0.2}
+    with pytest.raises(ValueError, match="answer_map"):
+        Calibration.from_manifest(entry | {"answer_map": answer_map})
+
+
+def test_the_answer_map_learns_how_often_answers_are_right() -> None:
+    """Answers whose regression says p are right sqrt(p) of the time: the map, fitted on them, says so too."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed (the train extra)")
+    from training.speller_confidence import answer_map
+
+    rng = np.random.default_rng(0)
+    probability = rng.uniform(0, 1, 10000)
+    right = rng.uniform(0, 1, len(probability)) < np.sqrt(probability)
+    fitted = answer_map(probability, right)
+    assert 2 <= len(fitted["x"]) <= 60 and (np.diff(fitted["x"]) > 0).all() and (np.diff(fitted["y"]) >= 0).all()
+    grid = np.linspace(0.05, 0.95, 19)
+    assert np.abs(np.interp(grid, fitted["x"], fitted["y"]) - np.sqrt(grid)).max() < 0.05
+
+
 def test_thresholds_are_chosen_per_context_within_the_names_budget() -> None:
     """Two misspellings, one in each context, and two names: the lowest thresholds that correct both while at most
     one name sentence in two changes."""
@@ -215,3 +256,4 @@ def test_the_fitted_confidence_is_calibrated_on_validation_data() -> None:
     weights = np.array([b["n"] for b in bins])
     assert (gaps * weights).sum() / weights.sum() < 0.04, bins  # expected calibration error
     assert all(g < 0.1 for g, n in zip(gaps, weights, strict=True) if n >= 100), bins
+

@@ -9,10 +9,13 @@ end): misspellings that must change (the validation split of training/speller_da
 one), each also as a text of its own (a word list), and correct words outside the dictionary that must not
 (DBpedia names of smaller.train and smaller.valid; smaller.test is the benchmark's). The served speller decodes
 them and computes each candidate's features exactly as it does for a request; a logistic regression
-(scikit-learn) fits P(candidate is the intended word); out-of-fold predictions (folds by word) choose a threshold
-per context (evidence.CONTEXTS: a lowercase word beside no name, a word with capitals or beside a name): the
-lowest pair that corrects the most misspellings while at most --max-names-changed of the name sentences change.
-It also draws the precision/recall curve over one threshold for every word (docs/).
+(scikit-learn) fits P(candidate is the intended word) on every candidate, and an isotonic map (the answer map)
+turns its out-of-fold probability of an answer into how often such answers are right, as the answers are what
+users see and the thresholds decide on. Out-of-fold confidences (folds by word; each fold's regression and map
+fitted on the other folds alone) measure the answers' reliability and choose a threshold per context
+(evidence.CONTEXTS: a lowercase word beside no name, a word with capitals or beside a name): the lowest pair that
+corrects the most misspellings while at most --max-names-changed of the name sentences change. It also draws the
+precision/recall curve over one threshold for every word and the reliability of the answers (docs/).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import itertools
 import json
 import random
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,17 +137,70 @@ def decode(speller, items: list[Sentence]) -> Rows:
     )  # fmt: skip
 
 
-def out_of_fold(rows: Rows, items: list[Sentence], folds: int, c: float, seed: int) -> np.ndarray:
-    """Each candidate's probability from a model that never saw its word (folds grouped by intended word/name)."""
-    from sklearn.linear_model import LogisticRegression
+def word_groups(rows: Rows, items: list[Sentence]) -> np.ndarray:
+    """[candidates] what folds group by: the intended word, or the name."""
+    return np.array([items[i].key for i in rows.sentence])
+
+
+def fold_splits(groups: np.ndarray, folds: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(fitted on, held out) index pairs, folds grouped by `groups` (the intended word or the name): a word's
+    candidates, alone and in its sentence, are never on both sides."""
     from sklearn.model_selection import GroupKFold
 
-    groups = np.array([items[i].key for i in rows.sentence])
-    predicted = np.zeros(len(rows.label))
-    for fit, held in GroupKFold(folds, shuffle=True, random_state=seed).split(rows.features, rows.label, groups):
-        model = LogisticRegression(C=c, max_iter=2000).fit(rows.features[fit], rows.label[fit])
-        predicted[held] = model.predict_proba(rows.features[held])[:, 1]
-    return predicted
+    return GroupKFold(folds, shuffle=True, random_state=seed).split(groups, groups=groups)
+
+
+def logistic(features: np.ndarray, label: np.ndarray, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=2000).fit(features, label)
+
+
+def answer_map(probability: np.ndarray, right: np.ndarray) -> dict[str, list[float]]:
+    """The monotone map from the logistic probability of an answer to how often such answers are right, as
+    breakpoints for np.interp (evidence.Calibration): isotonic regression pools the answers into blocks of equal
+    fitted accuracy (a few dozen), each a breakpoint at its mean probability (centred isotonic regression). Between
+    two the map rises linearly rather than in the step function's stairs: it keeps a word's candidates apart, and
+    a probability between two blocks gets a share of each."""
+    from sklearn.isotonic import IsotonicRegression
+
+    order = np.argsort(probability, kind="stable")
+    x = probability[order]
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit(x, right[order]).predict(x)
+    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+    means = np.add.reduceat(x, starts) / np.diff(np.r_[starts, len(x)])
+    x, y = np.round(means, 6), np.round(fitted[starts], 4)
+    kept = np.r_[True, np.diff(x) > 0]  # blocks whose means round alike: the first stands for both
+    return {"x": x[kept].tolist(), "y": y[kept].tolist()}
+
+
+def fit(
+    features: np.ndarray, label: np.ndarray, answer: np.ndarray, groups: np.ndarray, folds: int, c: float, seed: int
+):
+    """The logistic regression on every candidate, and the answer map fitted on its out-of-fold probabilities of
+    the answers (folds by word): the map learns how wrong the regression is on words it did not see."""
+    probability = np.zeros(len(label))
+    for on, held in fold_splits(groups, folds, seed):
+        probability[held] = logistic(features[on], label[on], c).predict_proba(features[held])[:, 1]
+    return logistic(features, label, c), answer_map(probability[answer], label[answer])
+
+
+def out_of_fold(rows: Rows, items: list[Sentence], folds: int, c: float, seed: int) -> OutOfFold:
+    """Each candidate's confidence from a regression and a map that never saw its word: per outer fold, `fit` on
+    the others (its own folds inside), as the served model is fitted on all of validation."""
+    groups = word_groups(rows, items)
+    logistic_only, calibrated = np.zeros(len(rows.label)), np.zeros(len(rows.label))
+    for on, held in fold_splits(groups, folds, seed):
+        model, mapping = fit(rows.features[on], rows.label[on], rows.answer[on], groups[on], folds, c, seed)
+        logistic_only[held] = model.predict_proba(rows.features[held])[:, 1]
+        calibrated[held] = np.interp(logistic_only[held], mapping["x"], mapping["y"])
+    return OutOfFold(logistic_only, calibrated)
+
+
+@dataclass
+class OutOfFold:
+    logistic: np.ndarray  # [candidates] the regression's probability (speller 1.8.0's confidence)
+    calibrated: np.ndarray  # [candidates] through the answer map: the confidence served
 
 
 def applied_at(rows: Rows, confidence: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
@@ -231,13 +288,14 @@ def reliability(confidence: np.ndarray, label: np.ndarray, bins: int = 10) -> li
     return table
 
 
-def plot(curve: list[dict], chosen: dict, one: dict, out: Path) -> None:
+def plot(report: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    curve, chosen, one = report["curve"], report["chosen"], report["one_threshold"]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))
     defined = [p for p in curve if p["precision"] is not None]
     left.plot([p["misspellings_corrected"] for p in defined], [p["precision"] for p in defined], marker=".")
     left.scatter(
@@ -248,12 +306,19 @@ def plot(curve: list[dict], chosen: dict, one: dict, out: Path) -> None:
     left.set_title("precision / recall over one threshold for every word")
     left.legend()
     thresholds = [p["threshold"] for p in curve]
-    right.plot(thresholds, [p["misspellings_corrected"] for p in curve], label="misspellings corrected")
-    right.plot(thresholds, [p["names_changed"] for p in curve], label="name sentences changed")
+    middle.plot(thresholds, [p["misspellings_corrected"] for p in curve], label="misspellings corrected")
+    middle.plot(thresholds, [p["names_changed"] for p in curve], label="name sentences changed")
     for (where, threshold), style in zip(chosen["thresholds"].items(), ("--", ":"), strict=False):
-        right.axvline(threshold, color="red", linestyle=style, label=f"chosen, {where} {threshold:.2f}")
-    right.set(xlabel="min_confidence", ylabel="share of sentences")
-    right.set_title("validation, out-of-fold confidence")
+        middle.axvline(threshold, color="red", linestyle=style, label=f"chosen, {where} {threshold:.2f}")
+    middle.set(xlabel="min_confidence", ylabel="share of sentences")
+    middle.set_title("validation, out-of-fold confidence")
+    middle.legend()
+    right.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    for key, label in (("bins_logistic", "logistic regression alone"), ("bins", "with the answer map (served)")):
+        bins = report[key]
+        right.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=label)
+    right.set(xlabel="answers' mean confidence, per bin of 0.1", ylabel="answers right", xlim=(0, 1), ylim=(0, 1))
+    right.set_title("reliability of the answers, out of fold")
     right.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -261,7 +326,17 @@ def plot(curve: list[dict], chosen: dict, one: dict, out: Path) -> None:
 
 def markdown(report: dict) -> str:
     chosen, one, none = report["chosen"], report["one_threshold"], report["no_threshold"]
+    mapping = report["answer_map"]
+    edges = sorted({b["bin"] for key in ("bins_logistic", "bins") for b in report[key]})
     per_context = ", ".join(f"{where} **{t}**" for where, t in chosen["thresholds"].items())
+
+    def cells(bins: list[dict], edge: str) -> str:
+        """A bin's answers, mean confidence and share right; an empty bin has no row in `bins`."""
+        for b in bins:
+            if b["bin"] == edge:
+                return f"{b['n']} | {b['mean_confidence']:.3f} | {b['accuracy']:.3f}"
+        return "0 | | "
+
     lines = [
         "# Speller confidence: fitted on validation data",
         "",
@@ -288,13 +363,20 @@ def markdown(report: dict) -> str:
             )
         ),
         "",
-        "![precision/recall](speller_confidence.png)",
+        "![precision/recall, thresholds, reliability](speller_confidence.png)",
         "",
-        "Reliability of the answers' confidence (validation, out of fold):",
+        "Reliability of the answers' confidence (validation, out of fold: the regression and the answer map of "
+        "each fold fitted on the other folds' words, the map on the regression's out-of-fold probabilities there): "
+        "the regression alone, fitted on every candidate, and with the answer map, as served.",
         "",
-        "| bin | answers | mean confidence | right |",
-        "|---|---|---|---|",
-        *(f"| {b['bin']} | {b['n']} | {b['mean_confidence']:.3f} | {b['accuracy']:.3f} |" for b in report["bins"]),
+        "| bin | answers | mean confidence | right | answers, with the map | mean confidence | right |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {edge} | {cells(report['bins_logistic'], edge)} | {cells(report['bins'], edge)} |" for edge in edges),
+        "",
+        f"Answer map (logistic probability → confidence), fitted on all of validation: {len(mapping['x'])} "
+        "breakpoints, "
+        + ", ".join(f"{x:.4f} → {y:.4f}" for x, y in zip(mapping["x"], mapping["y"], strict=True))
+        + ".",
         "",
         "Coefficients (features of app/adapters/speller/evidence.py):",
         "",
@@ -321,8 +403,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-manifest", action="store_true")
     args = parser.parse_args(argv)
 
-    from sklearn.linear_model import LogisticRegression
-
     from app.adapters.speller.evidence import FEATURES
     from app.adapters.speller.model import Speller
     from app.settings import Settings
@@ -335,11 +415,13 @@ def main(argv: list[str] | None = None) -> None:
     speller = Speller(args.models_dir / "speller", Settings(speller_min_confidence=0.0))
     rows = decode(speller, items)
     oof = out_of_fold(rows, items, args.folds, args.c, args.seed)
-    curve = [outcomes(rows, items, oof, t) for t in np.round(np.arange(0, 1.0001, 0.01), 2)]
+    confidence = oof.calibrated
+    curve = [outcomes(rows, items, confidence, t) for t in np.round(np.arange(0, 1.0001, 0.01), 2)]
     allowed = [p for p in curve if p["names_changed"] <= args.max_names_changed]
     one = min(allowed, key=lambda p: p["threshold"]) if allowed else curve[-1]
-    chosen = outcomes(rows, items, oof, choose_thresholds(rows, items, oof, args.max_names_changed))
-    model = LogisticRegression(C=args.c, max_iter=2000).fit(rows.features, rows.label)
+    chosen = outcomes(rows, items, confidence, choose_thresholds(rows, items, confidence, args.max_names_changed))
+    groups = word_groups(rows, items)
+    model, mapping = fit(rows.features, rows.label, rows.answer, groups, args.folds, args.c, args.seed)
     command = "python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia" + (
         " --write-manifest" if args.write_manifest else ""
     )
@@ -349,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         "features": list(FEATURES),
         "coef": [round(float(c), 6) for c in model.coef_[0]],
         "intercept": round(float(model.intercept_[0]), 6),
+        "answer_map": mapping,
         "thresholds": chosen["thresholds"],
         # What a server that knows one threshold only (speller 1.7.0) applies: the strictest.
         "threshold": max(chosen["thresholds"].values()),
@@ -358,24 +441,26 @@ def main(argv: list[str] | None = None) -> None:
         "templates": list(TEMPLATES),
         "chosen": chosen,
         "one_threshold": one,
-        "no_threshold": outcomes(rows, items, oof, 0.0),
-        "bins": reliability(oof[rows.answer], rows.label[rows.answer]),
+        "no_threshold": outcomes(rows, items, confidence, 0.0),
+        "bins": reliability(confidence[rows.answer], rows.label[rows.answer]),
+        # The regression's own probability, without the answer map (speller 1.8.0's confidence).
+        "bins_logistic": reliability(oof.logistic[rows.answer], rows.label[rows.answer]),
         "curve": curve,
     }
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / "speller_confidence.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.docs / "speller_confidence.md").write_text(markdown(report))
-    plot(curve, chosen, one, args.docs / "speller_confidence.png")
+    plot(report, args.docs / "speller_confidence.png")
     print(markdown(report))
     if args.write_manifest:
         path = args.models_dir / "speller" / "manifest.json"
         manifest = json.loads(path.read_text())
-        kept = ("features", "coef", "intercept", "thresholds", "threshold", "command")
+        kept = ("features", "coef", "intercept", "answer_map", "thresholds", "threshold", "command")
         manifest["confidence"] = {k: report[k] for k in kept} | {
             "fitted": report["measured"],
             "validation": {"chosen": chosen, "bins": report["bins"], "sentences": report["sentences"]},
         }
-        manifest["version"] = "1.8.0"
+        manifest["version"] = "1.9.0"
         path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -145,12 +145,19 @@ def candidate_features(
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(candidate is the intended word) = sigmoid(intercept + coef · features), and per context (CONTEXTS) the
-    confidence below which an unknown word is left as written."""
+    """P(candidate is the intended word) = answer_map(sigmoid(intercept + coef · features)), and per context
+    (CONTEXTS) the confidence below which an unknown word is left as written.
+
+    The logistic regression is fitted on every candidate, most of them alternatives; its probability for the
+    answers, which users see and the thresholds decide on, is off (too low in the middle). `answer_map`, fitted on
+    the answers only (isotonic: how often an answer of each logistic probability is right), turns it into theirs.
+    It is monotone, so each word's candidates keep their order; the alternatives go through the same map. Manifests
+    without one keep the logistic probability."""
 
     coef: np.ndarray
     intercept: float
     thresholds: dict[str, float]
+    answer_map: tuple[np.ndarray, np.ndarray] | None = None  # breakpoints (x, y) for np.interp
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any] | None) -> Calibration | None:
@@ -166,10 +173,28 @@ class Calibration:
         if set(thresholds) != set(CONTEXTS):
             raise ValueError(f"the manifest has confidence thresholds for {sorted(thresholds)}, this server {CONTEXTS}")
         coef = np.asarray(entry["coef"], dtype=np.float64)
-        return cls(coef, float(entry["intercept"]), {c: float(thresholds[c]) for c in CONTEXTS})
+        answer_map = entry.get("answer_map")
+        return cls(
+            coef,
+            float(entry["intercept"]),
+            {c: float(thresholds[c]) for c in CONTEXTS},
+            breakpoints(answer_map) if answer_map is not None else None,
+        )
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(features @ self.coef + self.intercept)))
+        probability = 1 / (1 + np.exp(-(features @ self.coef + self.intercept)))
+        return np.interp(probability, *self.answer_map) if self.answer_map is not None else probability
+
+
+def breakpoints(answer_map: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The manifest's `answer_map` {"x": [...], "y": [...]} as np.interp's arrays: x increasing, y never falling
+    (a map that falls would reorder a word's candidates), both within 0..1."""
+    x, y = (np.asarray(answer_map[k], dtype=np.float64) for k in ("x", "y"))
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"the manifest's answer_map needs as many x as y, at least two: {answer_map}")
+    if (np.diff(x) <= 0).any() or (np.diff(y) < 0).any() or min(x.min(), y.min()) < 0 or max(x.max(), y.max()) > 1:
+        raise ValueError("the manifest's answer_map must have x increasing and y never falling, within 0..1")
+    return x, y
 
 
 def beam_confidence(features: np.ndarray) -> np.ndarray:
