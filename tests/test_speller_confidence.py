@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 
@@ -257,3 +258,13 @@ def test_the_fitted_confidence_is_calibrated_on_validation_data() -> None:
     assert (gaps * weights).sum() / weights.sum() < 0.04, bins  # expected calibration error
     assert all(g < 0.1 for g, n in zip(gaps, weights, strict=True) if n >= 100), bins
 
+
+def test_the_answers_confidence_was_calibrated_out_of_fold() -> None:
+    """What training/speller_confidence.py measured on validation and recorded with the model: in every bin of
+    confidence with 100 answers or more, the answers' mean confidence is within 0.05 of the share right, each
+    fold's regression and answer map fitted on the other folds' words."""
+    confidence = json.loads((SPELLER / "manifest.json").read_text())["confidence"]
+    assert confidence["answer_map"]["x"], "the bundled speller has no answer map"
+    bins = [b for b in confidence["validation"]["bins"] if b["n"] >= 100]
+    assert sum(b["n"] for b in bins) > 0.9 * sum(b["n"] for b in confidence["validation"]["bins"]), bins
+    assert all(abs(b["mean_confidence"] - b["accuracy"]) <= 0.05 for b in bins), bins
