@@ -100,20 +100,29 @@ def test_a_calibration_with_one_threshold_holds_it_for_every_context() -> None:
         Calibration.from_manifest(entry | {"thresholds": {"lowercase": 0.1}})
 
 
-def test_the_answer_map_turns_the_regressions_probability_into_the_confidence_and_keeps_the_order() -> None:
+def test_the_answer_map_turns_the_regressions_probability_of_the_answer_into_the_confidence() -> None:
     entry = {"features": list(FEATURES), "coef": [0.0] * len(FEATURES), "intercept": 0.0, "threshold": 0.2}
     entry["coef"][FEATURES.index("score")] = 2.0
-    features = np.zeros((200, len(FEATURES)))
-    features[:, FEATURES.index("score")] = np.random.default_rng(0).uniform(-4, 2, 200)
-    logistic = Calibration.from_manifest(entry)(features)
-    np.testing.assert_allclose(logistic, 1 / (1 + np.exp(-2 * features[:, FEATURES.index("score")])))
     answer_map = {"x": [0.01, 0.3, 0.5, 0.9], "y": [0.0, 0.45, 0.7, 0.95]}
-    mapped = Calibration.from_manifest(entry | {"answer_map": answer_map})(features)
-    np.testing.assert_allclose(mapped, np.interp(logistic, answer_map["x"], answer_map["y"]))
-    assert mapped.min() == 0.0 and mapped.max() == 0.95  # beyond its ends the map holds its end values
-    order = np.argsort(logistic)
-    assert (np.diff(mapped[order]) >= 0).all()  # a word's candidates keep their order
-    assert Calibration.from_manifest(entry).answer_map is None  # 1.8.0's manifests: the regression's own
+    plain, mapped = Calibration.from_manifest(entry), Calibration.from_manifest(entry | {"answer_map": answer_map})
+    assert plain.answer_map is None  # 1.8.0's manifests: the regression's own probability for every candidate
+    for scores in np.random.default_rng(0).uniform(-4, 2, (200, 4)):  # one word a row: its answer, 3 alternatives
+        features = np.zeros((4, len(FEATURES)))
+        features[:, FEATURES.index("score")] = scores
+        logistic = plain(features)
+        np.testing.assert_allclose(logistic, 1 / (1 + np.exp(-2 * scores)))
+        confidence = mapped(features)
+        assert confidence[0] == pytest.approx(np.interp(logistic[0], answer_map["x"], answer_map["y"]))
+        # Only one candidate can be the word meant: the alternatives keep the regression's probability, scaled
+        # down where with the answer's they would pass 1.
+        assert confidence.sum() <= 1 + 1e-9
+        if logistic[1:].sum() <= 1 - confidence[0]:
+            np.testing.assert_allclose(confidence[1:], logistic[1:])
+        else:
+            np.testing.assert_allclose(confidence[1:] / confidence[1:].sum(), logistic[1:] / logistic[1:].sum())
+    ends = np.zeros((2, len(FEATURES)))
+    ends[:, FEATURES.index("score")] = (-20, 20)
+    assert [mapped(ends[i : i + 1])[0] for i in (0, 1)] == [0.0, 0.95]  # beyond its ends the map holds its end values
 
 
 @pytest.mark.parametrize(
@@ -250,7 +259,7 @@ def test_the_fitted_confidence_is_calibrated_on_validation_data() -> None:
     speller = Speller(SPELLER, Settings())
     assert speller.calibration is not None and len(speller.calibration.coef) == len(FEATURES)
     rows = speller_confidence.decode(speller, items)
-    confidence = speller.calibration(rows.features)[rows.answer]
+    confidence = np.array([speller.calibration(rows.features[i : i + 1])[0] for i in np.flatnonzero(rows.answer)])
     right = rows.label[rows.answer]
     bins = speller_confidence.reliability(confidence, right)
     gaps = np.array([abs(b["mean_confidence"] - b["accuracy"]) for b in bins])

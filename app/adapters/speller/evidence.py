@@ -151,8 +151,9 @@ class Calibration:
     The logistic regression is fitted on every candidate, most of them alternatives; its probability for the
     answers, which users see and the thresholds decide on, is off (too low in the middle). `answer_map`, fitted on
     the answers only (isotonic: how often an answer of each logistic probability is right), turns it into theirs.
-    It is monotone, so each word's candidates keep their order; the alternatives go through the same map. Manifests
-    without one keep the logistic probability."""
+    The alternatives keep the regression's probability, which the map was not fitted for; as only one candidate
+    can be the word meant, they share at most what the answer leaves. Manifests without a map keep the
+    regression's probability for every candidate."""
 
     coef: np.ndarray
     intercept: float
@@ -182,8 +183,16 @@ class Calibration:
         )
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
+        """[candidates] for one word's [candidates, FEATURES], its answer first."""
         probability = 1 / (1 + np.exp(-(features @ self.coef + self.intercept)))
-        return np.interp(probability, *self.answer_map) if self.answer_map is not None else probability
+        if self.answer_map is None or not len(probability):
+            return probability
+        answer = float(np.interp(probability[0], *self.answer_map))
+        alternatives = probability[1:]
+        room, taken = 1.0 - answer, float(alternatives.sum())
+        if taken > room:
+            alternatives = alternatives * (room / taken)
+        return np.concatenate([[answer], alternatives])
 
 
 def breakpoints(answer_map: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
