@@ -12,9 +12,10 @@ them and computes each candidate's features exactly as it does for a request; a 
 (scikit-learn) fits P(candidate is the intended word) on every candidate, and an isotonic map (the answer map)
 turns its out-of-fold probability of an answer into how often such answers are right, as the answers are what
 users see and the thresholds decide on. Out-of-fold confidences (folds by word; each fold's regression and map
-fitted on the other folds alone) measure the answers' reliability and choose a threshold per context
-(evidence.CONTEXTS: a lowercase word beside no name, a word with capitals or beside a name): the lowest pair that
-corrects the most misspellings while at most --max-names-changed of the name sentences change. It also draws the
+fitted on the other folds alone) measure the answers' reliability. The regression's out-of-fold probabilities
+choose a threshold per context (evidence.CONTEXTS: a lowercase word beside no name, a word with capitals or beside
+a name): the lowest pair that corrects the most misspellings while at most --max-names-changed of the name
+sentences change, carried through the answer map into the confidence served. It also draws the
 precision/recall curve over one threshold for every word and the reliability of the answers (docs/).
 """
 
@@ -270,6 +271,11 @@ def choose_thresholds(
     return chosen
 
 
+def carried(thresholds: dict[str, float], mapping: dict[str, list[float]]) -> dict[str, float]:
+    """Thresholds on the regression's probability as thresholds on the served confidence (through the map)."""
+    return {c: round(float(np.interp(t, mapping["x"], mapping["y"])), 4) for c, t in thresholds.items()}
+
+
 def reliability(confidence: np.ndarray, label: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Per confidence bin: answers in it, their mean confidence and the share that were right."""
     edges = np.linspace(0, 1, bins + 1)
@@ -329,6 +335,7 @@ def markdown(report: dict) -> str:
     mapping = report["answer_map"]
     edges = sorted({b["bin"] for key in ("bins_logistic", "bins") for b in report[key]})
     per_context = ", ".join(f"{where} **{t}**" for where, t in chosen["thresholds"].items())
+    regression = ", ".join(f"{where} {t}" for where, t in chosen["thresholds_of_the_regression"].items())
 
     def cells(bins: list[dict], edge: str) -> str:
         """A bin's answers, mean confidence and share right; an empty bin has no row in `bins`."""
@@ -348,8 +355,10 @@ def markdown(report: dict) -> str:
         f"out of fold ({report['folds']} folds by word).",
         "",
         f"Chosen thresholds, per context (app/adapters/speller/evidence.py CONTEXTS: a lowercase word beside no "
-        f"name; a word with capitals or beside a name): {per_context}, the lowest pair that corrects the most "
-        f"misspellings with at most {report['max_names_changed']:.0%} of name sentences changed.",
+        f"name; a word with capitals or beside a name): {per_context}. On the regression's out-of-fold "
+        f"probability they are {regression}, the lowest pair that corrects the most misspellings with at most "
+        f"{report['max_names_changed']:.0%} of name sentences changed; the answer map, which keeps the order of "
+        "answers, carries them into the confidence served, where they apply to the same answers.",
         "",
         "| thresholds | misspellings corrected | in sentences | alone | name sentences changed | precision |",
         "|---|---|---|---|---|---|",
@@ -419,9 +428,16 @@ def main(argv: list[str] | None = None) -> None:
     curve = [outcomes(rows, items, confidence, t) for t in np.round(np.arange(0, 1.0001, 0.01), 2)]
     allowed = [p for p in curve if p["names_changed"] <= args.max_names_changed]
     one = min(allowed, key=lambda p: p["threshold"]) if allowed else curve[-1]
-    chosen = outcomes(rows, items, confidence, choose_thresholds(rows, items, confidence, args.max_names_changed))
     groups = word_groups(rows, items)
     model, mapping = fit(rows.features, rows.label, rows.answer, groups, args.folds, args.c, args.seed)
+    # The decision is chosen on the regression's out-of-fold probabilities and carried through the served map.
+    # One increasing map keeps the regression's order of answers, so each threshold applies, served, to the
+    # answers it applied to on validation; `confidence` went through a map per fold, five orders, none served.
+    regression = choose_thresholds(rows, items, oof.logistic, args.max_names_changed)
+    chosen = outcomes(rows, items, oof.logistic, regression) | {
+        "thresholds": carried(regression, mapping),
+        "thresholds_of_the_regression": regression,
+    }
     command = "python -m training.speller_confidence --data ../shared/data/spelling --names ../shared/data/dbpedia" + (
         " --write-manifest" if args.write_manifest else ""
     )
