@@ -66,7 +66,7 @@ class WordAnswer:
 
     word: str
     candidates: tuple[Candidate, ...]
-    evidence: np.ndarray = field(default_factory=lambda: np.empty((0, len(EVIDENCE))), compare=False, repr=False)
+    evidence: np.ndarray = field(compare=False, repr=False)
 
 
 class EnglishLikeness:

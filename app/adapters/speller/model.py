@@ -253,10 +253,11 @@ class Speller(ManifestModel):
                 fresh = bool(spelling) and spelling != word and spelling not in self.words
                 if fresh and score[i] > scores[i, 0]:
                     found[i] = [Candidate(spelling, float(score[i]), open=True), *found[i][: self.kept - 1]]
-        return [
-            WordAnswer(word, tuple(c), answer_evidence(word, tuple(c), self.english(word), self.log_count))
-            for word, c in zip(words, found, strict=True)
-        ]
+        answers = []
+        for word, candidates in zip(words, map(tuple, found), strict=True):
+            evidence = answer_evidence(word, candidates, self.english(word), self.log_count)
+            answers.append(WordAnswer(word, candidates, evidence))
+        return answers
 
     def _observe(self, words: int, decoded: int) -> None:
         if self.metrics is not None:
