@@ -212,6 +212,16 @@ def applied_at(rows: Rows, confidence: np.ndarray, thresholds: dict[str, float])
     return rows.answer & (confidence >= limit)
 
 
+def tally(rows: Rows, sentences: int, applied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[sentences] twice, for the answers `applied`: its misspelling fixed; the text changed (a contraction
+    counts, since it is always applied)."""
+    fixed = np.zeros(sentences, dtype=bool)
+    fixed[rows.sentence[applied & rows.label]] = True
+    changed = rows.contraction.copy()
+    changed[rows.sentence[applied]] = True
+    return fixed, changed
+
+
 def outcomes(
     rows: Rows, items: list[Sentence], confidence: np.ndarray, threshold: float | dict[str, float]
 ) -> dict[str, float]:
@@ -223,10 +233,7 @@ def outcomes(
     thresholds = threshold if isinstance(threshold, dict) else dict.fromkeys(CONTEXTS, threshold)
     kind = np.array([s.kind for s in items])
     applied = applied_at(rows, confidence, thresholds)
-    fixed = np.zeros(len(items), dtype=bool)
-    changed = rows.contraction.copy()
-    np.logical_or.at(fixed, rows.sentence, applied & rows.label)
-    np.logical_or.at(changed, rows.sentence, applied)
+    fixed, changed = tally(rows, len(items), applied)
     at = (
         {"thresholds": {c: round(float(t), 4) for c, t in thresholds.items()}}
         if isinstance(threshold, dict)
@@ -258,11 +265,7 @@ def choose_thresholds(
     chosen = dict.fromkeys(CONTEXTS, 1.0)
     for pair in itertools.product(grid, repeat=len(CONTEXTS)):
         thresholds = dict(zip(CONTEXTS, pair, strict=True))
-        applied = applied_at(rows, confidence, thresholds)
-        fixed = np.zeros(len(items), dtype=bool)
-        changed = rows.contraction.copy()
-        fixed[rows.sentence[applied & rows.label]] = True
-        changed[rows.sentence[applied]] = True
+        fixed, changed = tally(rows, len(items), applied_at(rows, confidence, thresholds))
         if changed[names].mean() > max_names_changed:
             continue
         score = (int(fixed[misspelt].sum()), -round(float(sum(pair)) / step))
